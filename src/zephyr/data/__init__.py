@@ -1,0 +1,1 @@
+"""Data stage: readers, cleaning, decontamination, synthetic STEM data, mixtures."""

@@ -1,0 +1,1 @@
+"""One module per evaluation task; see zephyr/eval/task.py for the interface."""

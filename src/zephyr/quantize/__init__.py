@@ -1,0 +1,1 @@
+"""Quantization stage: int8/int4 variants and their honest comparison."""

@@ -1,0 +1,1 @@
+"""Training stage: SFT with LoRA, DPO/IPO and KTO."""

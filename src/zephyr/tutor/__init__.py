@@ -1,0 +1,1 @@
+"""The tutor: chat, MCQA mode, server, audit log and review."""
