@@ -26,6 +26,11 @@ app = typer.Typer(
 console = Console(stderr=True)
 
 
+@app.callback()
+def _root() -> None:
+    """Turn a small language model into a STEM tutor, and prove with numbers what each step did."""
+
+
 @app.command()
 def pipeline(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/demo.yaml")],

@@ -1,9 +1,104 @@
-"""CLI commands of the eval stage."""
+"""CLI commands of the eval stage: `zephyr eval` (and `zephyr report` when its module exists)."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+from zephyr.errors import ZephyrError
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.4f}" if abs(value) < 100 else f"{value:.2f}"
+
+
+def print_results(results: dict) -> None:
+    """A rich table: task, metric, value, n and the protocol next to every number."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"zephyr eval: {results['model']}", show_lines=True)
+    for col in ("task", "metric", "value", "n", "protocol"):
+        table.add_column(col, overflow="fold", max_width=70 if col == "protocol" else None)
+    for name, res in results["tasks"].items():
+        for i, (metric, value) in enumerate(res["metrics"].items()):
+            table.add_row(
+                name if i == 0 else "",
+                metric,
+                _fmt(value),
+                str(res["n"]),
+                res["protocol"] if i == 0 else "",
+            )
+    Console().print(table)
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
+
+    @app.command("eval")
+    def eval_cmd(
+        model: Annotated[
+            str,
+            typer.Argument(help="Model spec: smollm2-135m, a model/adapter/quantized dir, a .gguf"),
+        ],
+        tasks: Annotated[
+            str, typer.Option(help="Comma-separated tasks, e.g. hellaswag,arc_challenge,mmlu")
+        ] = "hellaswag",
+        data_dir: Annotated[Path, typer.Option(help="Folder laid out like ../shared/data")] = Path(
+            "../shared/data"
+        ),
+        limit: Annotated[
+            int | None, typer.Option(help="Seeded sample of N items per task (default: all)")
+        ] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the item sample and few-shot draws")] = 0,
+        batch_size: Annotated[int, typer.Option(help="Rows per forward pass")] = 8,
+        num_fewshot: Annotated[
+            int | None, typer.Option(help="Shots (default: each task's lm-eval default)")
+        ] = None,
+        json: Annotated[
+            Path | None, typer.Option("--json", help="Write machine-readable results here")
+        ] = None,
+        log_dir: Annotated[Path | None, typer.Option(help="Write per-item JSONL logs here")] = None,
+        dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+    ) -> None:
+        """Evaluate MODEL with lm-eval-exact protocols; prints every metric with its protocol."""
+        from rich.console import Console
+
+        from zephyr.eval.run import evaluate, parse_tasks
+        from zephyr.io import write_json
+
+        try:
+            names = parse_tasks(tasks)
+            if batch_size < 1:
+                raise ZephyrError(f"--batch-size must be at least 1, got {batch_size}")
+            if not data_dir.is_dir():
+                raise ZephyrError(
+                    f"--data-dir {data_dir} does not exist; point it at a folder laid out like ../shared/data"
+                )
+            results = evaluate(
+                model,
+                names,
+                data_dir=data_dir,
+                limit=limit,
+                seed=seed,
+                batch_size=batch_size,
+                num_fewshot=num_fewshot,
+                log_dir=log_dir,
+                dtype=dtype,
+            )
+        except ZephyrError as e:  # one sentence, exit 2, also under typer's CliRunner
+            Console(stderr=True).print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(2) from None
+        print_results(results)
+        if json is not None:
+            write_json(json, results)
+            Console(stderr=True).print(f"results written to {json}")
+
+    try:
+        from zephyr.eval.report_cli import register as register_report
+    except ImportError:
+        register_report = None
+    if register_report is not None:
+        register_report(app)

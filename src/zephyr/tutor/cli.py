@@ -1,9 +1,295 @@
-"""CLI commands of the tutor stage."""
+"""CLI commands of the tutor stage: `zephyr chat`, `zephyr serve`, `zephyr review ...`."""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
 import typer
+from rich.console import Console
+from rich.table import Table
+
+from zephyr.errors import ZephyrError
+
+console = Console()
+
+ModelArg = Annotated[str, typer.Argument(help="Model spec: smollm2-135m, a run's model/ dir, an adapter or quantized dir, a .gguf")]
+DtypeOpt = Annotated[str, typer.Option(help="float32, bfloat16 or float16")]
+PolicyOpt = Annotated[Path | None, typer.Option(help="Safety policy YAML (default: the shipped default_policy.yaml)")]
+NoPolicyOpt = Annotated[bool, typer.Option("--no-policy", help="Disable the safety policy")]
+SystemOpt = Annotated[str | None, typer.Option(help="System prompt (default: the patient STEM tutor)")]
+
+
+def default_audit() -> Path:
+    from zephyr.models import zephyr_home
+
+    return zephyr_home() / "audit.sqlite"
+
+
+AuditOpt = Annotated[Path | None, typer.Option(help="Audit log SQLite file (default: $ZEPHYR_HOME/audit.sqlite)")]
+
+
+def _policy(path: Path | None, disabled: bool):
+    from zephyr.tutor.policy import Policy
+
+    return Policy.empty() if disabled else Policy.load(path)
+
+
+def _read_choices(ask) -> list[str]:
+    choices = []
+    while True:
+        line = ask(f"  {chr(65 + len(choices))}. ")
+        if line is None or not line.strip():
+            return choices
+        choices.append(line.strip())
+
+
+def chat_loop(model, tokenizer, model_id: str, system: str, params, policy, audit, ask, out) -> None:
+    """The terminal chat: `ask(prompt) -> str | None` reads a line (None at end of input)."""
+    import time
+
+    from zephyr.tutor.generate import generate, with_system
+    from zephyr.tutor.mcqa import answer_mcq, mcq_messages
+
+    history: list[dict] = []
+    mode = "chat"
+    out("Zephyr tutor. /mcq multiple-choice mode, /chat back, /reset new conversation, /quit.")
+    while True:
+        line = ask("you> " if mode == "chat" else "question> ")
+        if line is None or line.strip() in ("/quit", "/exit"):
+            return
+        text = line.strip()
+        if not text:
+            continue
+        if text in ("/mcq", "/chat"):
+            mode = text[1:]
+            out("MCQA mode: type the question, then one choice per line, an empty line to answer." if mode == "mcq" else "chat mode")
+            continue
+        if text == "/reset":
+            history.clear()
+            out("(new conversation)")
+            continue
+        hits = policy.check(text, "input")
+        if mode == "mcq":
+            choices = _read_choices(ask)
+            messages = mcq_messages(text, choices, system)
+            if hits:
+                out(hits[0].message)
+            elif len(choices) < 2:
+                out("(an MCQA question needs at least two choices)")
+                continue
+            else:
+                t0 = time.perf_counter()
+                ans = answer_mcq(model, tokenizer, text, choices, system)
+                probs = "  ".join(f"{k} {v:.0%}" for k, v in ans["probs"].items())
+                out(f"{ans['letter']}    ({probs})")
+            if audit is not None:
+                audit.log(
+                    model=model_id, endpoint="cli-mcq", messages=messages,
+                    response=hits[0].message if hits else ans["letter"],
+                    status="refused" if hits else "ok",
+                    latency_ms=0.0 if hits else (time.perf_counter() - t0) * 1000,
+                    flags=[h.to_dict() for h in hits],
+                )  # fmt: skip
+            continue
+        history.append({"role": "user", "content": text})
+        messages = with_system(history, system)
+        if hits:
+            out(hits[0].message)
+            history.pop()
+            if audit is not None:
+                audit.log(model=model_id, endpoint="cli-chat", messages=messages, response=hits[0].message, status="refused", flags=[h.to_dict() for h in hits])
+            continue
+        import threading
+
+        said, flags, cancel = [""], [], threading.Event()
+
+        def on_text(piece: str) -> None:
+            said[0] += piece
+            if not flags and (found := policy.check(said[0], "output")):
+                flags.extend(found)
+                cancel.set()
+                return
+            if not flags:
+                out(piece, end="")
+
+        out("tutor> ", end="")
+        try:
+            result = generate(model, tokenizer, messages, params, on_text, cancel=cancel)
+        except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
+            out("\n(stopped)")
+            history.pop()
+            continue
+        if flags:
+            out(f"\n{flags[0].message}")
+        out("")
+        history.append({"role": "assistant", "content": result.text})
+        if audit is not None:
+            audit.log(
+                model=model_id, endpoint="cli-chat", messages=messages, response=result.text,
+                status="refused" if flags else "ok",
+                finish_reason="content_filter" if flags else result.finish_reason,
+                latency_ms=result.total_s * 1000, prompt_tokens=result.prompt_tokens,
+                completion_tokens=result.completion_tokens, flags=[f.to_dict() for f in flags],
+            )  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
+
+    @app.command()
+    def chat(
+        model: ModelArg = "smollm2-135m",
+        dtype: DtypeOpt = "float32",
+        system: SystemOpt = None,
+        max_tokens: Annotated[int, typer.Option(help="Longest answer in tokens")] = 384,
+        temperature: Annotated[float, typer.Option(help="0 = greedy")] = 0.3,
+        top_p: Annotated[float, typer.Option()] = 0.95,
+        seed: Annotated[int, typer.Option()] = 0,
+        policy: PolicyOpt = None,
+        no_policy: NoPolicyOpt = False,
+        audit: AuditOpt = None,
+        no_audit: Annotated[bool, typer.Option("--no-audit", help="Do not log this session")] = False,
+    ) -> None:
+        """Chat with a model in the terminal (streamed answers); /mcq switches to multiple choice."""
+        from zephyr.models import load_model
+        from zephyr.tutor.audit import Audit
+        from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams
+        from zephyr.tutor.server import model_name
+
+        rules = _policy(policy, no_policy)
+        m, tok = load_model(model, dtype=dtype)
+        log = None if no_audit else Audit(audit or default_audit())
+        params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+
+        def ask(prompt: str) -> str | None:
+            try:
+                return input(prompt)
+            except EOFError:
+                return None
+
+        def out(text: str, end: str = "\n") -> None:
+            sys.stdout.write(text + end)
+            sys.stdout.flush()
+
+        chat_loop(m, tok, model_name(model), system or TUTOR_SYSTEM, params, rules, log, ask, out)
+
+    @app.command()
+    def serve(
+        model: ModelArg = "smollm2-135m",
+        dtype: DtypeOpt = "float32",
+        host: Annotated[str, typer.Option(help="Bind address (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
+        port: Annotated[int, typer.Option()] = 8000,
+        token: Annotated[str | None, typer.Option(help="Bearer token clients must send (default: $ZEPHYR_TOKEN; none = open)")] = None,
+        system: SystemOpt = None,
+        max_queue: Annotated[int, typer.Option(help="Requests queued or running before 429")] = 16,
+        queue_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model before 503")] = 30.0,
+        max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for")] = 1024,
+        max_message_chars: Annotated[int, typer.Option(help="Longest message content (characters)")] = 16000,
+        max_messages: Annotated[int, typer.Option(help="Most messages in one request")] = 64,
+        policy: PolicyOpt = None,
+        no_policy: NoPolicyOpt = False,
+        audit: AuditOpt = None,
+        no_audit: Annotated[bool, typer.Option("--no-audit", help="Do not keep an audit log")] = False,
+    ) -> None:
+        """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /v1/mcqa, web page at /."""
+        import uvicorn
+
+        from zephyr.models import load_model
+        from zephyr.tutor.audit import Audit
+        from zephyr.tutor.generate import TUTOR_SYSTEM
+        from zephyr.tutor.server import ServeConfig, create_app, model_name
+
+        token = token or os.environ.get("ZEPHYR_TOKEN") or None
+        if host not in ("127.0.0.1", "localhost", "::1") and not token:
+            console.print("[yellow]warning:[/] serving beyond this machine without --token: anyone can use it")
+        cfg = ServeConfig(
+            token=token, system=system or TUTOR_SYSTEM, max_queue=max_queue, queue_timeout_s=queue_timeout,
+            max_tokens_limit=max_tokens_limit, max_message_chars=max_message_chars, max_messages=max_messages,
+        )  # fmt: skip
+        rules = _policy(policy, no_policy)
+        m, tok = load_model(model, dtype=dtype)
+        log = None if no_audit else Audit(audit or default_audit())
+        app = create_app(m, tok, model_name(model), cfg, log, rules)
+        console.print(f"serving {model_name(model)} on http://{host}:{port}  (audit: {log.path if log else 'off'})")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+    review_app = typer.Typer(help="Review the audit log: list, approve/flag, correct, export preference pairs.", no_args_is_help=True)
+    app.add_typer(review_app, name="review")
+
+    def _open(db: Path | None):
+        from zephyr.tutor.audit import Audit
+
+        path = db or default_audit()
+        if not path.exists():
+            raise ZephyrError(f"audit log not found: {path}; pass --db or run `zephyr serve` / `zephyr chat` first")
+        return Audit(path)
+
+    DbOpt = Annotated[Path | None, typer.Option(help="Audit log (default: $ZEPHYR_HOME/audit.sqlite)")]
+
+    @review_app.command("list")
+    def review_list(
+        db: DbOpt = None,
+        review: Annotated[str | None, typer.Option(help="pending, approved or flagged")] = None,
+        status: Annotated[str | None, typer.Option(help="ok, refused or cancelled")] = None,
+        rule: Annotated[str | None, typer.Option(help="Only entries a policy rule triggered on")] = None,
+        search: Annotated[str | None, typer.Option(help="Text in the prompt or response")] = None,
+        limit: Annotated[int, typer.Option()] = 50,
+        as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+    ) -> None:
+        """List audit entries, newest first."""
+        import json
+
+        from zephyr.tutor.review import summary_line
+
+        rows = _open(db).rows(review=review, status=status, rule=rule, search=search, limit=limit)
+        if as_json:
+            for e in rows:
+                typer.echo(json.dumps(e, ensure_ascii=False))
+            return
+        table = Table("id", "time", "endpoint", "status", "review", "flags", "fix", "prompt", "response")
+        for e in rows:
+            table.add_row(*summary_line(e, width=40))
+        console.print(table)
+
+    @review_app.command("show")
+    def review_show(entry: Annotated[int, typer.Argument(help="Entry id")], db: DbOpt = None) -> None:
+        """Print one entry in full."""
+        import json
+
+        typer.echo(json.dumps(_open(db).get(entry), indent=2, ensure_ascii=False))
+
+    @review_app.command("approve")
+    def review_approve(entry: Annotated[int, typer.Argument(help="Entry id")], db: DbOpt = None, note: Annotated[str | None, typer.Option()] = None) -> None:
+        """Mark an entry as a good answer."""
+        e = _open(db).set_review(entry, "approved", note=note)
+        console.print(f"entry {e['id']}: approved")
+
+    @review_app.command("flag")
+    def review_flag(
+        entry: Annotated[int, typer.Argument(help="Entry id")],
+        db: DbOpt = None,
+        correction: Annotated[str | None, typer.Option(help="The answer the model should have given")] = None,
+        correction_file: Annotated[Path | None, typer.Option(help="Read the correction from a file")] = None,
+        note: Annotated[str | None, typer.Option()] = None,
+    ) -> None:
+        """Mark an entry as a bad answer, optionally with the corrected answer."""
+        if correction_file is not None:
+            if not correction_file.exists():
+                raise ZephyrError(f"correction file not found: {correction_file}")
+            correction = correction_file.read_text(encoding="utf-8").strip()
+        e = _open(db).set_review(entry, "flagged", correction=correction, note=note)
+        console.print(f"entry {e['id']}: flagged" + (" with a correction" if e["correction"] else ""))
+
+    @review_app.command("export")
+    def review_export(
+        out: Annotated[Path, typer.Argument(help="Output JSONL of preference pairs")],
+        db: DbOpt = None,
+    ) -> None:
+        """Export flagged-and-corrected entries as preference pairs (chosen = correction)."""
+        from zephyr.tutor.review import export_pairs
+
+        n = export_pairs(_open(db), out)
+        console.print(f"wrote {n} preference pairs to {out}")
