@@ -25,7 +25,9 @@ def test_nested_mapping_and_int_to_float():
 
 
 def test_unknown_key_suggests_the_close_one():
-    with pytest.raises(ZephyrError, match=r"unknown key 'lroa' in recipe \(did you mean 'lora'\?\)"):
+    with pytest.raises(
+        ZephyrError, match=r"unknown key 'lroa' in recipe \(did you mean 'lora'\?\)"
+    ):
         from_dict(Outer, {"lroa": {}}, "recipe")
 
 

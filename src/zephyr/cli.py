@@ -34,17 +34,30 @@ def _root() -> None:
 @app.command()
 def pipeline(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML, e.g. recipes/demo.yaml")],
-    stages: Annotated[str | None, typer.Option(help="Comma-separated stages to run (default: all in the recipe)")] = None,
+    stages: Annotated[
+        str | None, typer.Option(help="Comma-separated stages to run (default: all in the recipe)")
+    ] = None,
     force: Annotated[bool, typer.Option(help="Rerun stages even when finished")] = False,
-    data_root: Annotated[str | None, typer.Option(help="Folder laid out like ../shared/data")] = None,
-    out: Annotated[str | None, typer.Option(help="Output root (default: the recipe's `out`)")] = None,
-    model: Annotated[str | None, typer.Option(help="Base model spec (default: the recipe's `model`)")] = None,
+    data_root: Annotated[
+        str | None, typer.Option(help="Folder laid out like ../shared/data")
+    ] = None,
+    out: Annotated[
+        str | None, typer.Option(help="Output root (default: the recipe's `out`)")
+    ] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Base model spec (default: the recipe's `model`)")
+    ] = None,
 ) -> None:
     """Run the stages a recipe names; finished stages are skipped on a rerun."""
     from zephyr.pipeline import run_pipeline
 
     only = [s.strip() for s in stages.split(",")] if stages else None
-    dirs = run_pipeline(recipe, only=only, force=force, overrides={"data_root": data_root, "out": out, "model": model})
+    dirs = run_pipeline(
+        recipe,
+        only=only,
+        force=force,
+        overrides={"data_root": data_root, "out": out, "model": model},
+    )
     for name, d in dirs.items():
         Console().print(f"{name:10s} {d}")
 

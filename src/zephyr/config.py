@@ -32,7 +32,9 @@ def load_yaml(path: str | Path) -> dict:
 def _unknown_key_error(key: str, known: list[str], where: str) -> ZephyrError:
     close = difflib.get_close_matches(key, known, n=1)
     hint = f" (did you mean '{close[0]}'?)" if close else ""
-    return ZephyrError(f"unknown key '{key}' in {where}{hint}; known keys: {', '.join(sorted(known))}")
+    return ZephyrError(
+        f"unknown key '{key}' in {where}{hint}; known keys: {', '.join(sorted(known))}"
+    )
 
 
 def _coerce(value: Any, tp: Any, where: str) -> Any:
@@ -68,7 +70,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin is typing.Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:
-            raise ZephyrError(f"{where} must be one of {', '.join(map(str, allowed))}; got {value!r}")
+            raise ZephyrError(
+                f"{where} must be one of {', '.join(map(str, allowed))}; got {value!r}"
+            )
         return value
     if tp is float and isinstance(value, int | float) and not isinstance(value, bool):
         return float(value)

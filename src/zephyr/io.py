@@ -15,7 +15,9 @@ from zephyr.errors import ZephyrError
 
 
 @contextlib.contextmanager
-def atomic_write(path: str | Path, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[Any]:
+def atomic_write(
+    path: str | Path, mode: str = "w", encoding: str | None = "utf-8"
+) -> Iterator[Any]:
     """Write to a temporary file beside `path`, then rename: an interrupted write leaves no half file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

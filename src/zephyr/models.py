@@ -54,7 +54,9 @@ def embedded_gguf(name: str) -> Path:
     package, filename, install = EMBEDDED[name]
     spec = importlib.util.find_spec(package)
     if spec is None or not spec.submodule_search_locations:
-        raise ZephyrError(f"the embedded model '{name}' is not installed; run `{install}` (or `make setup`)")
+        raise ZephyrError(
+            f"the embedded model '{name}' is not installed; run `{install}` (or `make setup`)"
+        )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
     if not path.exists():
         raise ZephyrError(f"{path} is missing; reinstall with `{install}`")
@@ -137,11 +139,17 @@ def resolve(spec: str | os.PathLike | None) -> str:
             convert_gguf(path, cached)
         return str(cached)
     if path.is_dir():
-        if not any((path / f).exists() for f in ("config.json", "adapter_config.json", "quantization.json")):
-            raise ZephyrError(f"{path} has no config.json, adapter_config.json or quantization.json; is it a model directory?")
+        if not any(
+            (path / f).exists() for f in ("config.json", "adapter_config.json", "quantization.json")
+        ):
+            raise ZephyrError(
+                f"{path} has no config.json, adapter_config.json or quantization.json; is it a model directory?"
+            )
         return str(path)
     if path.exists():
-        raise ZephyrError(f"{path} is a file but not a .gguf; pass a model directory or a .gguf file")
+        raise ZephyrError(
+            f"{path} is a file but not a .gguf; pass a model directory or a .gguf file"
+        )
     if HUB_ID.match(spec):
         return spec
     raise ZephyrError(
@@ -166,7 +174,10 @@ def load_tokenizer(spec: str | os.PathLike | None = None) -> Any:
     from transformers import AutoTokenizer
 
     path = resolve(spec)
-    if Path(path, "adapter_config.json").exists() and not Path(path, "tokenizer_config.json").exists():
+    if (
+        Path(path, "adapter_config.json").exists()
+        and not Path(path, "tokenizer_config.json").exists()
+    ):
         path = resolve(_adapter_base(Path(path)))
     tok = _hub_call(path, AutoTokenizer.from_pretrained, path)
     return fix_pad_token(tok)
@@ -188,7 +199,6 @@ def load_model(
     merge_adapter: bool = True,
 ) -> tuple[Any, Any]:
     """Load (model, tokenizer) in eval mode. Adapters are merged by default (faster inference)."""
-    import torch
     from transformers import AutoModelForCausalLM
 
     path = resolve(spec)

@@ -110,7 +110,15 @@ def stage_key(name: str, recipe: Recipe, upstream: dict[str, str], extra: str = 
     """Hash of what a stage's output depends on: its section, the global fields, upstream keys."""
     section = getattr(recipe, name)
     globals_ = {k: getattr(recipe, k) for k in ("seed", "model", "dtype", "data_root")}
-    return sha256_json({"stage": name, "section": section, "globals": globals_, "upstream": upstream, "extra": extra})[:12]
+    return sha256_json(
+        {
+            "stage": name,
+            "section": section,
+            "globals": globals_,
+            "upstream": upstream,
+            "extra": extra,
+        }
+    )[:12]
 
 
 def run_pipeline(
@@ -144,7 +152,9 @@ def run_pipeline(
         marker = out_dir / "stage.json"
         if only and name not in only:
             if not marker.exists():
-                raise ZephyrError(f"stage '{name}' is needed by a later stage but has not run; drop --stages or include it")
+                raise ZephyrError(
+                    f"stage '{name}' is needed by a later stage but has not run; drop --stages or include it"
+                )
             continue
         if marker.exists() and not force:
             console.print(f"[green]✓[/] {name}: finished earlier, skipping ({out_dir})")

@@ -11,7 +11,16 @@ from typing import Any
 
 from zephyr.io import sha256_file
 
-PACKAGES = ("zephyr-tutor", "torch", "transformers", "peft", "trl", "datasets", "accelerate", "torchao")
+PACKAGES = (
+    "zephyr-tutor",
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "datasets",
+    "accelerate",
+    "torchao",
+)
 
 
 def versions() -> dict[str, str]:

@@ -33,7 +33,10 @@ def sft_messages(row: dict) -> list[dict]:
     if row.get("input", "").strip():
         user = f"{user}\n\n{row['input'].strip()}"
     messages = [{"role": "system", "content": row["system"]}] if row.get("system") else []
-    return messages + [{"role": "user", "content": user}, {"role": "assistant", "content": row["output"]}]
+    return messages + [
+        {"role": "user", "content": user},
+        {"role": "assistant", "content": row["output"]},
+    ]
 
 
 def prompt_messages(row: dict) -> list[dict]:
@@ -61,6 +64,7 @@ def normalize_answer(ans: str) -> str:
     ans = ans.strip().rstrip(".").lower().replace(",", "")
     ans = re.sub(r"\s+", " ", ans)
     ans = re.sub(r"(?<=\d)\s+(?=[a-z%°])", " ", ans)
+
     # numbers: 2.50 == 2.5, 3.0 == 3
     def _num(m: re.Match) -> str:
         try:

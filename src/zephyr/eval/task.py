@@ -36,7 +36,9 @@ class EvalConfig:
     num_fewshot: int | None = None  # None: the task's lm-eval default
     batch_size: int = 8
     log_dir: Path | None = None  # per-item JSONL logs go here when set
-    options: dict[str, Any] = field(default_factory=dict)  # task-specific (e.g. reference model, pairs file)
+    options: dict[str, Any] = field(
+        default_factory=dict
+    )  # task-specific (e.g. reference model, pairs file)
 
 
 @dataclass
