@@ -52,6 +52,8 @@ def pipeline(
     from zephyr.pipeline import run_pipeline
 
     only = [s.strip() for s in stages.split(",")] if stages else None
+    if data_root:  # a command-line path is relative to the current directory, not the recipe
+        data_root = str(Path(data_root).expanduser().resolve())
     dirs = run_pipeline(
         recipe,
         only=only,

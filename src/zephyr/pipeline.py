@@ -23,6 +23,8 @@ from zephyr.config import from_dict, load_yaml
 from zephyr.errors import ZephyrError
 from zephyr.io import read_json, sha256_json, write_json
 
+DEFAULT_DATA_ROOT = "../shared/data"
+
 # stage name -> "module:function"; imported lazily so `zephyr --help` stays fast.
 STAGES: dict[str, str] = {
     "data": "zephyr.data.stage:run",
@@ -60,7 +62,8 @@ class Recipe:
     model: str = "smollm2-135m"
     dtype: str = "float32"
     out: str = "runs"
-    data_root: str = "../shared/data"
+    # a recipe's own paths are relative to the recipe file; empty means ../shared/data from the cwd
+    data_root: str = ""
     stages: list[str] = field(default_factory=lambda: ["data"])
     data: dict = field(default_factory=dict)
     sft: dict = field(default_factory=dict)
@@ -88,6 +91,8 @@ class StageContext:
 
     @property
     def data_root(self) -> Path:
+        if not self.recipe.data_root:
+            return (Path.cwd() / DEFAULT_DATA_ROOT).resolve()
         return self.path(self.recipe.data_root)
 
 

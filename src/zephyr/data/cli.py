@@ -7,15 +7,21 @@ from typing import Annotated
 
 import typer
 
-data_app = typer.Typer(help="Build and inspect the training data (SFT, preference, MCQA).", no_args_is_help=True)
+data_app = typer.Typer(
+    help="Build and inspect the training data (SFT, preference, MCQA).", no_args_is_help=True
+)
 
 
 @data_app.command()
 def build(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML with a `data:` section")],
     out: Annotated[Path, typer.Option(help="Output folder for the JSONL files and manifest.json")],
-    data_root: Annotated[Path | None, typer.Option(help="Folder laid out like ../shared/data")] = None,
-    strict: Annotated[bool, typer.Option(help="Fail on the first malformed row (file:line)")] = False,
+    data_root: Annotated[
+        Path | None, typer.Option(help="Folder laid out like ../shared/data")
+    ] = None,
+    strict: Annotated[
+        bool, typer.Option(help="Fail on the first malformed row (file:line)")
+    ] = False,
 ) -> None:
     """Build the data a recipe describes into OUT (no pipeline cache)."""
     from rich.console import Console
@@ -38,7 +44,9 @@ def build(
 
 
 @data_app.command()
-def inspect(out: Annotated[Path, typer.Argument(help="A data output folder (holds manifest.json)")]) -> None:
+def inspect(
+    out: Annotated[Path, typer.Argument(help="A data output folder (holds manifest.json)")],
+) -> None:
     """Show a data build's manifest: rows per source, drops by reason, decontamination, outputs."""
     from zephyr.data import manifest
 
