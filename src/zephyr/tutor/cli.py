@@ -15,11 +15,20 @@ from zephyr.errors import ZephyrError
 
 console = Console()
 
-ModelArg = Annotated[str, typer.Argument(help="Model spec: smollm2-135m, a run's model/ dir, an adapter or quantized dir, a .gguf")]
+ModelArg = Annotated[
+    str,
+    typer.Argument(
+        help="Model spec: smollm2-135m, a run's model/ dir, an adapter or quantized dir, a .gguf"
+    ),
+]
 DtypeOpt = Annotated[str, typer.Option(help="float32, bfloat16 or float16")]
-PolicyOpt = Annotated[Path | None, typer.Option(help="Safety policy YAML (default: the shipped default_policy.yaml)")]
+PolicyOpt = Annotated[
+    Path | None, typer.Option(help="Safety policy YAML (default: the shipped default_policy.yaml)")
+]
 NoPolicyOpt = Annotated[bool, typer.Option("--no-policy", help="Disable the safety policy")]
-SystemOpt = Annotated[str | None, typer.Option(help="System prompt (default: the patient STEM tutor)")]
+SystemOpt = Annotated[
+    str | None, typer.Option(help="System prompt (default: the patient STEM tutor)")
+]
 
 
 def default_audit() -> Path:
@@ -28,7 +37,10 @@ def default_audit() -> Path:
     return zephyr_home() / "audit.sqlite"
 
 
-AuditOpt = Annotated[Path | None, typer.Option(help="Audit log SQLite file (default: $ZEPHYR_HOME/audit.sqlite)")]
+AuditOpt = Annotated[
+    Path | None, typer.Option(help="Audit log SQLite file (default: $ZEPHYR_HOME/audit.sqlite)")
+]
+DbOpt = Annotated[Path | None, typer.Option(help="Audit log (default: $ZEPHYR_HOME/audit.sqlite)")]
 
 
 def _policy(path: Path | None, disabled: bool):
@@ -46,11 +58,34 @@ def _read_choices(ask) -> list[str]:
         choices.append(line.strip())
 
 
-def chat_loop(model, tokenizer, model_id: str, system: str, params, policy, audit, ask, out) -> None:
+def guarded(model, tokenizer, messages, params, policy, out):
+    """Stream an answer to `out`, stopping it when the policy's output rules trigger."""
+    import threading
+
+    from zephyr.tutor.generate import generate
+
+    said, flags, cancel = [""], [], threading.Event()
+
+    def on_text(piece: str) -> None:
+        if flags:
+            return
+        said[0] += piece
+        if found := policy.check(said[0], "output"):
+            flags.extend(found)
+            cancel.set()
+            return
+        out(piece, end="")
+
+    return generate(model, tokenizer, messages, params, on_text, cancel=cancel), flags
+
+
+def chat_loop(
+    model, tokenizer, model_id: str, system: str, params, policy, audit, ask, out
+) -> None:
     """The terminal chat: `ask(prompt) -> str | None` reads a line (None at end of input)."""
     import time
 
-    from zephyr.tutor.generate import generate, with_system
+    from zephyr.tutor.generate import with_system
     from zephyr.tutor.mcqa import answer_mcq, mcq_messages
 
     history: list[dict] = []
@@ -65,7 +100,11 @@ def chat_loop(model, tokenizer, model_id: str, system: str, params, policy, audi
             continue
         if text in ("/mcq", "/chat"):
             mode = text[1:]
-            out("MCQA mode: type the question, then one choice per line, an empty line to answer." if mode == "mcq" else "chat mode")
+            out(
+                "MCQA mode: type the question, then one choice per line, an empty line to answer."
+                if mode == "mcq"
+                else "chat mode"
+            )
             continue
         if text == "/reset":
             history.clear()
@@ -84,7 +123,7 @@ def chat_loop(model, tokenizer, model_id: str, system: str, params, policy, audi
                 t0 = time.perf_counter()
                 ans = answer_mcq(model, tokenizer, text, choices, system)
                 probs = "  ".join(f"{k} {v:.0%}" for k, v in ans["probs"].items())
-                out(f"{ans['letter']}    ({probs})")
+                out(f"answer: {ans['letter']}    ({probs})")
             if audit is not None:
                 audit.log(
                     model=model_id, endpoint="cli-mcq", messages=messages,
@@ -100,24 +139,18 @@ def chat_loop(model, tokenizer, model_id: str, system: str, params, policy, audi
             out(hits[0].message)
             history.pop()
             if audit is not None:
-                audit.log(model=model_id, endpoint="cli-chat", messages=messages, response=hits[0].message, status="refused", flags=[h.to_dict() for h in hits])
+                audit.log(
+                    model=model_id,
+                    endpoint="cli-chat",
+                    messages=messages,
+                    response=hits[0].message,
+                    status="refused",
+                    flags=[h.to_dict() for h in hits],
+                )
             continue
-        import threading
-
-        said, flags, cancel = [""], [], threading.Event()
-
-        def on_text(piece: str) -> None:
-            said[0] += piece
-            if not flags and (found := policy.check(said[0], "output")):
-                flags.extend(found)
-                cancel.set()
-                return
-            if not flags:
-                out(piece, end="")
-
         out("tutor> ", end="")
         try:
-            result = generate(model, tokenizer, messages, params, on_text, cancel=cancel)
+            result, flags = guarded(model, tokenizer, messages, params, policy, out)
         except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
             out("\n(stopped)")
             history.pop()
@@ -125,7 +158,7 @@ def chat_loop(model, tokenizer, model_id: str, system: str, params, policy, audi
         if flags:
             out(f"\n{flags[0].message}")
         out("")
-        history.append({"role": "assistant", "content": result.text})
+        history.append({"role": "assistant", "content": flags[0].message if flags else result.text})
         if audit is not None:
             audit.log(
                 model=model_id, endpoint="cli-chat", messages=messages, response=result.text,
@@ -151,7 +184,9 @@ def register(app: typer.Typer) -> None:
         policy: PolicyOpt = None,
         no_policy: NoPolicyOpt = False,
         audit: AuditOpt = None,
-        no_audit: Annotated[bool, typer.Option("--no-audit", help="Do not log this session")] = False,
+        no_audit: Annotated[
+            bool, typer.Option("--no-audit", help="Do not log this session")
+        ] = False,
     ) -> None:
         """Chat with a model in the terminal (streamed answers); /mcq switches to multiple choice."""
         from zephyr.models import load_model
@@ -180,19 +215,34 @@ def register(app: typer.Typer) -> None:
     def serve(
         model: ModelArg = "smollm2-135m",
         dtype: DtypeOpt = "float32",
-        host: Annotated[str, typer.Option(help="Bind address (0.0.0.0 exposes it to the network)")] = "127.0.0.1",
+        host: Annotated[
+            str, typer.Option(help="Bind address (0.0.0.0 exposes it to the network)")
+        ] = "127.0.0.1",
         port: Annotated[int, typer.Option()] = 8000,
-        token: Annotated[str | None, typer.Option(help="Bearer token clients must send (default: $ZEPHYR_TOKEN; none = open)")] = None,
+        token: Annotated[
+            str | None,
+            typer.Option(
+                help="Bearer token clients must send (default: $ZEPHYR_TOKEN; none = open)"
+            ),
+        ] = None,
         system: SystemOpt = None,
         max_queue: Annotated[int, typer.Option(help="Requests queued or running before 429")] = 16,
-        queue_timeout: Annotated[float, typer.Option(help="Seconds a request may wait for the model before 503")] = 30.0,
-        max_tokens_limit: Annotated[int, typer.Option(help="Largest max_tokens a request may ask for")] = 1024,
-        max_message_chars: Annotated[int, typer.Option(help="Longest message content (characters)")] = 16000,
+        queue_timeout: Annotated[
+            float, typer.Option(help="Seconds a request may wait for the model before 503")
+        ] = 30.0,
+        max_tokens_limit: Annotated[
+            int, typer.Option(help="Largest max_tokens a request may ask for")
+        ] = 1024,
+        max_message_chars: Annotated[
+            int, typer.Option(help="Longest message content (characters)")
+        ] = 16000,
         max_messages: Annotated[int, typer.Option(help="Most messages in one request")] = 64,
         policy: PolicyOpt = None,
         no_policy: NoPolicyOpt = False,
         audit: AuditOpt = None,
-        no_audit: Annotated[bool, typer.Option("--no-audit", help="Do not keep an audit log")] = False,
+        no_audit: Annotated[
+            bool, typer.Option("--no-audit", help="Do not keep an audit log")
+        ] = False,
     ) -> None:
         """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /v1/mcqa, web page at /."""
         import uvicorn
@@ -204,19 +254,31 @@ def register(app: typer.Typer) -> None:
 
         token = token or os.environ.get("ZEPHYR_TOKEN") or None
         if host not in ("127.0.0.1", "localhost", "::1") and not token:
-            console.print("[yellow]warning:[/] serving beyond this machine without --token: anyone can use it")
+            console.print(
+                "[yellow]warning:[/] serving beyond this machine without --token: anyone can use it"
+            )
         cfg = ServeConfig(
-            token=token, system=system or TUTOR_SYSTEM, max_queue=max_queue, queue_timeout_s=queue_timeout,
-            max_tokens_limit=max_tokens_limit, max_message_chars=max_message_chars, max_messages=max_messages,
-        )  # fmt: skip
+            token=token,
+            system=system or TUTOR_SYSTEM,
+            max_queue=max_queue,
+            queue_timeout_s=queue_timeout,
+            max_tokens_limit=max_tokens_limit,
+            max_message_chars=max_message_chars,
+            max_messages=max_messages,
+        )
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)
         log = None if no_audit else Audit(audit or default_audit())
         app = create_app(m, tok, model_name(model), cfg, log, rules)
-        console.print(f"serving {model_name(model)} on http://{host}:{port}  (audit: {log.path if log else 'off'})")
+        console.print(
+            f"serving {model_name(model)} on http://{host}:{port}  (audit: {log.path if log else 'off'})"
+        )
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
-    review_app = typer.Typer(help="Review the audit log: list, approve/flag, correct, export preference pairs.", no_args_is_help=True)
+    review_app = typer.Typer(
+        help="Review the audit log: list, approve/flag, correct, export preference pairs.",
+        no_args_is_help=True,
+    )
     app.add_typer(review_app, name="review")
 
     def _open(db: Path | None):
@@ -224,20 +286,24 @@ def register(app: typer.Typer) -> None:
 
         path = db or default_audit()
         if not path.exists():
-            raise ZephyrError(f"audit log not found: {path}; pass --db or run `zephyr serve` / `zephyr chat` first")
+            raise ZephyrError(
+                f"audit log not found: {path}; pass --db or run `zephyr serve` / `zephyr chat` first"
+            )
         return Audit(path)
-
-    DbOpt = Annotated[Path | None, typer.Option(help="Audit log (default: $ZEPHYR_HOME/audit.sqlite)")]
 
     @review_app.command("list")
     def review_list(
         db: DbOpt = None,
         review: Annotated[str | None, typer.Option(help="pending, approved or flagged")] = None,
         status: Annotated[str | None, typer.Option(help="ok, refused or cancelled")] = None,
-        rule: Annotated[str | None, typer.Option(help="Only entries a policy rule triggered on")] = None,
+        rule: Annotated[
+            str | None, typer.Option(help="Only entries a policy rule triggered on")
+        ] = None,
         search: Annotated[str | None, typer.Option(help="Text in the prompt or response")] = None,
         limit: Annotated[int, typer.Option()] = 50,
-        as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table")] = False,
+        as_json: Annotated[
+            bool, typer.Option("--json", help="JSON lines instead of a table")
+        ] = False,
     ) -> None:
         """List audit entries, newest first."""
         import json
@@ -249,20 +315,28 @@ def register(app: typer.Typer) -> None:
             for e in rows:
                 typer.echo(json.dumps(e, ensure_ascii=False))
             return
-        table = Table("id", "time", "endpoint", "status", "review", "flags", "fix", "prompt", "response")
+        table = Table(
+            "id", "time", "endpoint", "status", "review", "flags", "fix", "prompt", "response"
+        )
         for e in rows:
             table.add_row(*summary_line(e, width=40))
         console.print(table)
 
     @review_app.command("show")
-    def review_show(entry: Annotated[int, typer.Argument(help="Entry id")], db: DbOpt = None) -> None:
+    def review_show(
+        entry: Annotated[int, typer.Argument(help="Entry id")], db: DbOpt = None
+    ) -> None:
         """Print one entry in full."""
         import json
 
         typer.echo(json.dumps(_open(db).get(entry), indent=2, ensure_ascii=False))
 
     @review_app.command("approve")
-    def review_approve(entry: Annotated[int, typer.Argument(help="Entry id")], db: DbOpt = None, note: Annotated[str | None, typer.Option()] = None) -> None:
+    def review_approve(
+        entry: Annotated[int, typer.Argument(help="Entry id")],
+        db: DbOpt = None,
+        note: Annotated[str | None, typer.Option()] = None,
+    ) -> None:
         """Mark an entry as a good answer."""
         e = _open(db).set_review(entry, "approved", note=note)
         console.print(f"entry {e['id']}: approved")
@@ -271,8 +345,12 @@ def register(app: typer.Typer) -> None:
     def review_flag(
         entry: Annotated[int, typer.Argument(help="Entry id")],
         db: DbOpt = None,
-        correction: Annotated[str | None, typer.Option(help="The answer the model should have given")] = None,
-        correction_file: Annotated[Path | None, typer.Option(help="Read the correction from a file")] = None,
+        correction: Annotated[
+            str | None, typer.Option(help="The answer the model should have given")
+        ] = None,
+        correction_file: Annotated[
+            Path | None, typer.Option(help="Read the correction from a file")
+        ] = None,
         note: Annotated[str | None, typer.Option()] = None,
     ) -> None:
         """Mark an entry as a bad answer, optionally with the corrected answer."""
@@ -281,7 +359,9 @@ def register(app: typer.Typer) -> None:
                 raise ZephyrError(f"correction file not found: {correction_file}")
             correction = correction_file.read_text(encoding="utf-8").strip()
         e = _open(db).set_review(entry, "flagged", correction=correction, note=note)
-        console.print(f"entry {e['id']}: flagged" + (" with a correction" if e["correction"] else ""))
+        console.print(
+            f"entry {e['id']}: flagged" + (" with a correction" if e["correction"] else "")
+        )
 
     @review_app.command("export")
     def review_export(
