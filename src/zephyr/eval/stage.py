@@ -1,0 +1,314 @@
+"""The `eval` and `report` stages of `zephyr pipeline`.
+
+eval: every model the run produced -- M0 (recipe.model), M1 (sft), M2 (dpo), M2-kto (kto) and
+each quantized artifact (`<source label>-<method>`) -- on the same tasks, items and seed; adds
+model size and greedy generation speed; writes results.json (+ logs/<label>/<task>.jsonl).
+Finished models are kept in results.partial.json, so a re-entered stage does not redo them.
+
+report: report.md + report.html (+ plots/) from the eval results and the training logs.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gc
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zephyr.config import from_dict
+from zephyr.errors import ZephyrError
+from zephyr.io import read_json, sha256_json, write_json
+
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+SPEED_PROMPT = "Explain step by step why the sum of the angles of a triangle is 180 degrees."
+
+
+@dataclass
+class EvalSection:
+    tasks: list[str] = field(
+        default_factory=lambda: ["hellaswag", "arc_challenge", "gsm8k", "synthetic"]
+    )
+    limit: int | None = 50  # items per task (seeded sample); None: the full sets
+    limits: dict = field(default_factory=dict)  # per-task limit, e.g. {gsm8k: 10}
+    batch_size: int = 8
+    dtype: str = "float32"
+    num_fewshot: int | None = None  # None: each task's lm-eval default
+    options: dict = field(
+        default_factory=dict
+    )  # per-task options, e.g. {gsm8k: {max_new_tokens: 128}}
+    models: list[str] = field(default_factory=list)  # labels to evaluate (empty: every model found)
+    speed_tokens: int = 32  # greedy tokens timed at batch 1 for the speed column (0: skip)
+    data_dir: str | None = None  # laid out like ../shared/data (default: the recipe's data_root)
+
+
+@dataclass
+class ReportSection:
+    title: str = ""  # default: "Zephyr report: <recipe name>"
+    hide: list[str] = field(
+        default_factory=lambda: ["mmlu/acc_*"]
+    )  # task/metric globs kept out of Table 1
+    plots: bool = True
+
+
+# ---------------------------------------------------------------------------- models
+def find_models(ctx: Any) -> dict[str, str]:
+    """label -> model spec, in report order: M0, M1, M2, M2-kto, then quantized artifacts."""
+    from zephyr.models import resolve
+
+    models = {"M0": str(ctx.recipe.model)}
+    for stage, label in (("sft", "M1"), ("dpo", "M2"), ("kto", "M2-kto")):
+        d = ctx.inputs.get(stage)
+        if d is not None and (Path(d) / "model" / "config.json").is_file():
+            models[label] = str(Path(d) / "model")
+    qdir = ctx.inputs.get("quantize")
+    if qdir is not None:
+        by_path = {}
+        for label, spec in models.items():
+            try:
+                by_path[Path(resolve(spec)).resolve()] = label
+            except ZephyrError:
+                continue
+        fallback = [lbl for lbl in ("M2", "M2-kto", "M1", "M0") if lbl in models][0]
+        for q in sorted(Path(qdir).glob("*/quantization.json")):
+            meta = read_json(q)
+            src = (meta.get("source") or {}).get("path")
+            base = by_path.get(Path(src).resolve(), fallback) if src else fallback
+            models[f"{base}-{q.parent.name}"] = str(q.parent)
+    return models
+
+
+def reference_of(ctx: Any, models: dict[str, str]) -> str:
+    """The DPO reference: the model DPO started from (M1 unless the dpo section says `from: base`)."""
+    start = (ctx.recipe.dpo or {}).get("from", "auto")
+    return models["M1"] if "M1" in models and start != "base" else models["M0"]
+
+
+def model_size(model: Any, spec: str) -> dict:
+    from zephyr.models import resolve
+
+    params = sum(p.numel() for p in model.parameters())
+    path = Path(resolve(spec))
+    files = (
+        [path] if path.is_file() else [f for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES]
+    )
+    return {"params": int(params), "disk_mb": round(sum(f.stat().st_size for f in files) / 1e6, 1)}
+
+
+def gen_speed(model: Any, tokenizer: Any, n: int) -> dict:
+    """Greedy decoding speed at batch 1: exactly `n` new tokens after a short warm-up."""
+    import torch
+
+    ids = tokenizer.apply_chat_template(
+        [{"role": "user", "content": SPEED_PROMPT}],
+        add_generation_prompt=True,
+        return_tensors="pt",
+        return_dict=True,
+    )["input_ids"]
+    kw = dict(
+        do_sample=False,
+        temperature=None,
+        top_p=None,
+        top_k=None,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.inference_mode():
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=4,
+            min_new_tokens=4,
+            **kw,
+        )
+        t0 = time.perf_counter()
+        model.generate(
+            input_ids=ids,
+            attention_mask=torch.ones_like(ids),
+            max_new_tokens=n,
+            min_new_tokens=n,
+            **kw,
+        )
+        dt = time.perf_counter() - t0
+    return {
+        "tokens_per_s": round(n / dt, 2),
+        "new_tokens": n,
+        "batch": 1,
+        "prompt_tokens": int(ids.shape[1]),
+    }
+
+
+# ---------------------------------------------------------------------------- eval stage
+def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str, dict]:
+    """Per-task options: the recipe's, plus the data stage's files and the DPO reference."""
+    opts = {t: dict(sec.options.get(t) or {}) for t in sec.tasks}
+    data = ctx.inputs.get("data")
+    files = {
+        "synthetic": "synth_test.jsonl",
+        "bertscore": "synth_test.jsonl",
+        "reward_accuracy": "pref_val.jsonl",
+        "mcqa_letter": "mcqa_val.jsonl",
+    }
+    for task, name in files.items():
+        if task in opts and data is not None and (Path(data) / name).is_file():
+            opts[task].setdefault("file", str(Path(data) / name))
+    if "reward_accuracy" in opts:
+        dpo = ctx.recipe.dpo or {}
+        o = opts["reward_accuracy"]
+        o.setdefault("reference", reference_of(ctx, models))
+        o.setdefault("beta", float(dpo.get("beta", 0.1)))
+        o.setdefault("max_prompt_len", int(dpo.get("max_prompt_len", 256)))
+        o.setdefault("max_len", int(dpo.get("max_seq_len", 512)))
+    return opts
+
+
+def evaluate_model(
+    label: str,
+    spec: str,
+    sec: EvalSection,
+    opts: dict,
+    data_dir: Path,
+    seed: int,
+    log_dir: Path,
+    console: Any,
+) -> dict:
+    import torch
+
+    from zephyr.eval.engine import Scorer
+    from zephyr.eval.run import run_task
+    from zephyr.eval.task import EvalConfig
+    from zephyr.models import load_model
+
+    t0 = time.perf_counter()
+    model, tok = load_model(spec, dtype=sec.dtype)
+    scorer = Scorer(model, tok, batch_size=sec.batch_size)
+    tasks = {}
+    for task in sec.tasks:
+        torch.manual_seed(seed)
+        cfg = EvalConfig(
+            task=task,
+            data_dir=data_dir,
+            limit=sec.limits.get(task, sec.limit),
+            seed=seed,
+            num_fewshot=sec.num_fewshot,
+            batch_size=sec.batch_size,
+            log_dir=log_dir / label,
+            options=dict(opts.get(task, {})),
+        )
+        t1 = time.perf_counter()
+        res = run_task(scorer, task, cfg)
+        res.extra.setdefault("seconds", round(time.perf_counter() - t1, 2))
+        tasks[task] = res.to_dict()
+        shown = "  ".join(f"{k}={v:.4g}" for k, v in list(res.metrics.items())[:4])
+        console.print(f"  {label} {task} (n={res.n}, {res.extra['seconds']:.1f}s): {shown}")
+    entry = {"path": spec, "tasks": tasks, "size": model_size(model, spec)}
+    if sec.speed_tokens > 0:
+        entry["speed"] = gen_speed(model, tok, sec.speed_tokens)
+    entry["seconds"] = round(time.perf_counter() - t0, 2)
+    del scorer, model
+    gc.collect()
+    return entry
+
+
+def run(ctx: Any) -> None:
+    """The eval stage: all models, same tasks and items -> results.json."""
+    from zephyr import provenance
+    from zephyr.eval.run import parse_tasks
+
+    sec = from_dict(EvalSection, ctx.section, "eval")
+    parse_tasks(sec.tasks)
+    for what, mapping in (("limits", sec.limits), ("options", sec.options)):
+        stray = [t for t in mapping if t not in sec.tasks]
+        if stray:
+            raise ZephyrError(
+                f"eval.{what} names task '{stray[0]}', which is not in eval.tasks; add it there or drop it"
+            )
+    data_dir = ctx.path(sec.data_dir) if sec.data_dir else ctx.data_root
+    seed = ctx.recipe.seed
+    models = find_models(ctx)
+    if sec.models:
+        unknown = [m for m in sec.models if m not in models]
+        if unknown:
+            raise ZephyrError(
+                f"eval.models names '{unknown[0]}', which this run has not produced; found: {', '.join(models)}"
+            )
+        models = {k: v for k, v in models.items() if k in sec.models}
+    opts = task_options(ctx, sec, models)
+    config = {
+        "section": dataclasses.asdict(sec),
+        "models": models,
+        "options": opts,
+        "seed": seed,
+        "data_dir": str(data_dir),
+    }
+    key = sha256_json(config)
+    partial_path = ctx.out_dir / "results.partial.json"
+    partial = read_json(partial_path) if partial_path.exists() else {}
+    done = partial.get("models", {}) if partial.get("key") == key else {}
+    results: dict[str, Any] = {"models": {}}
+    t0 = time.perf_counter()
+    for label, spec in models.items():
+        if label in done:
+            ctx.console.print(f"[green]✓[/] {label}: evaluated earlier, kept")
+            results["models"][label] = done[label]
+            continue
+        ctx.console.print(f"[bold]{label}[/] ← {spec}")
+        results["models"][label] = evaluate_model(
+            label, spec, sec, opts, data_dir, seed, ctx.out_dir / "logs", ctx.console
+        )
+        write_json(partial_path, {"key": key, "models": results["models"]})
+    results["settings"] = {
+        "limit": sec.limit,
+        "limits": sec.limits,
+        "seed": seed,
+        "tasks": sec.tasks,
+        "batch_size": sec.batch_size,
+        "dtype": sec.dtype,
+        "data_dir": str(data_dir),
+    }
+    results["stages"] = {s: str(d) for s, d in ctx.inputs.items()}
+    inputs = [o["file"] for o in opts.values() if o.get("file")]
+    results["provenance"] = provenance.record(
+        config, inputs=inputs, seconds=round(time.perf_counter() - t0, 2)
+    )
+    write_json(ctx.out_dir / "results.json", results)
+    partial_path.unlink(missing_ok=True)
+    ctx.console.print(
+        f"eval: {len(models)} models x {len(sec.tasks)} tasks in {time.perf_counter() - t0:.0f}s"
+    )
+
+
+# ---------------------------------------------------------------------------- report stage
+def run_report(ctx: Any) -> None:
+    """The report stage: report.md, report.html and plots/ from the eval results."""
+    from zephyr import provenance
+    from zephyr.eval.report import write_report
+
+    sec = from_dict(ReportSection, ctx.section, "report")
+    if "eval" not in ctx.inputs:
+        raise ZephyrError(
+            "the report stage needs the eval stage; add `eval` before `report` in the recipe's stages"
+        )
+    results = Path(ctx.inputs["eval"]) / "results.json"
+    training = {
+        s: Path(ctx.inputs[s]) / "metrics.jsonl"
+        for s in ("sft", "dpo", "kto")
+        if s in ctx.inputs and (Path(ctx.inputs[s]) / "metrics.jsonl").is_file()
+    }
+    paths = write_report(
+        [results],
+        ctx.out_dir,
+        title=sec.title or f"Zephyr report: {ctx.recipe.name}",
+        training=training,
+        plots=sec.plots,
+        hide=sec.hide,
+    )
+    write_json(
+        ctx.out_dir / "report.json",
+        provenance.record(
+            {"section": dataclasses.asdict(sec)},
+            inputs=[results, *training.values()],
+            outputs={k: str(v) for k, v in paths.items()},
+        ),
+    )
+    ctx.console.print(f"report: {paths['html']}")

@@ -1,0 +1,283 @@
+"""Bootstrap intervals, the comparison report, `zephyr report`, and the eval/report stages."""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from zephyr.eval import bootstrap, report
+
+
+def task(name: str, p: float, n: int, seed: int, protocol: str = "0-shot test protocol") -> dict:
+    rng = random.Random(seed)
+    acc = [float(rng.random() < p) for _ in range(n)]
+    return {
+        "task": name,
+        "metrics": {"acc": sum(acc) / n},
+        "protocol": protocol,
+        "n": n,
+        "per_item": {"acc": acc},
+        "extra": {},
+    }
+
+
+def fake_run(root: Path, models: dict[str, float], n: int = 60) -> Path:
+    """A pipeline run dir: eval-*/results.json (+ stage.json) and an sft stage's metrics.jsonl."""
+    run = root / "demo"
+    entries = {}
+    for k, (label, p) in enumerate(models.items()):
+        entries[label] = {
+            "path": f"/models/{label}",
+            "tasks": {"arc_challenge": task("arc_challenge", p, n, seed=k)},
+            "size": {"params": 134_515_008, "disk_mb": 538.1 if "int8" not in label else 170.0},
+            "speed": {"tokens_per_s": 25.0 + k},
+        }
+    (run / "eval-1").mkdir(parents=True)
+    (run / "eval-1/results.json").write_text(
+        json.dumps({"models": entries, "settings": {"limit": n, "seed": 0}})
+    )
+    (run / "eval-1/stage.json").write_text("{}")
+    (run / "sft-1").mkdir()
+    rows = [
+        {
+            "step": s,
+            "loss": 2.0 / (s + 1),
+            "lr": 1e-4,
+            **({"val_loss": 2.1 / (s + 1)} if s % 5 == 0 else {}),
+        }
+        for s in range(11)
+    ]
+    (run / "sft-1/metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return run
+
+
+# ---------------------------------------------------------------------------- bootstrap
+def test_bootstrap_ci_contains_mean_and_narrows_with_n():
+    rng = np.random.default_rng(1)
+    widths = []
+    for n in (20, 200, 2000):
+        x = (rng.random(n) < 0.3).astype(float)
+        lo, hi = bootstrap.ci(x)
+        assert lo <= x.mean() <= hi
+        widths.append(hi - lo)
+    assert widths[0] > widths[1] > widths[2] > 0
+    assert bootstrap.ci(x) == bootstrap.ci(x)  # seeded
+    assert bootstrap.ci([1.0] * 10) == (1.0, 1.0)
+
+
+def test_bootstrap_bleu_and_perplexity_intervals_contain_corpus_values():
+    from zephyr.eval.tasks import gsm8k
+
+    hyps = ["the cat sat on the mat", "a dog ran", "#### 7", "he paid 5 dollars", "so x = 3"]
+    refs = ["the cat sat on a mat", "the dog ran far", "#### 7", "he paid 6 dollars", "x = 3"]
+    metrics, per_item, stats = gsm8k.score(hyps, [{"answer": r} for r in refs])
+    res = {"metrics": metrics, "per_item": per_item, "extra": {"bleu_stats": stats}}
+    cis = bootstrap.task_cis(res, resamples=200)
+    assert cis["bleu4"][0] <= metrics["bleu4"] <= cis["bleu4"][1]
+    assert cis["rouge1"][0] <= metrics["rouge1"] <= cis["rouge1"][1]
+    ll, words, nbytes = (
+        [-50.0, -80.0, -20.0, -64.0],
+        [10.0, 20.0, 4.0, 12.0],
+        [50.0, 90.0, 20.0, 60.0],
+    )
+    total = sum(ll)
+    wt = {
+        "metrics": {
+            "word_perplexity": math.exp(-total / sum(words)),
+            "bits_per_byte": -total / sum(nbytes) / math.log(2),
+        },
+        "per_item": {"loglikelihood": ll, "words": words, "bytes": nbytes},
+    }
+    cis = bootstrap.task_cis(wt, resamples=300)
+    for name in ("word_perplexity", "bits_per_byte"):
+        assert cis[name][0] <= wt["metrics"][name] <= cis[name][1] and cis[name][0] < cis[name][1]
+
+
+# ---------------------------------------------------------------------------- report
+def test_report_two_models_has_deltas_and_is_self_contained(tmp_path):
+    run = fake_run(tmp_path, {"M0": 0.3, "M1": 0.8})
+    paths = report.write_report([run], tmp_path / "out")
+    md = paths["md"].read_text()
+    page = paths["html"].read_text()
+    base = json.loads((run / "eval-1/results.json").read_text())["models"]
+    a0, a1 = (base[m]["tasks"]["arc_challenge"]["metrics"]["acc"] * 100 for m in ("M0", "M1"))
+    row = next(line for line in md.splitlines() if line.startswith("| **M1**"))
+    assert f"{a1:.1f} [" in row and f"(+{a1 - a0:.1f}*)" in row  # value, CI, significant delta
+    assert "0-shot test protocol" in md and "![train_sft](plots/train_sft.png)" in md
+    # coloured delta, CI, embedded images, nothing fetched from elsewhere
+    assert re.search(r'class="up"[^>]*>\+%.1f' % (a1 - a0), page)
+    assert page.count("data:image/png;base64,") == 2  # eval chart + sft curves
+    assert (
+        not re.search(r'(src|href)="(https?:)?//', page)
+        and "<script" not in page
+        and "<link" not in page
+    )
+    assert (tmp_path / "out/plots/train_sft.png").stat().st_size > 1000
+
+
+def test_report_worse_model_is_red_and_labels_collide_across_runs(tmp_path):
+    run = fake_run(tmp_path, {"M0": 0.7, "M2-int8": 0.2})
+    other = tmp_path / "b"
+    fake_run(other, {"M0": 0.5})
+    t = report.build_table(report.collect([run, other / "demo"]))
+    assert t.models == ["M0", "M2-int8", "M0@demo"]
+    c = t.cells[("M2-int8", "arc_challenge", "acc")]
+    assert c.delta < 0 and 'class="down"' in report._delta_html(c, "acc")
+    assert report.direction("word_perplexity") == -1 and report.direction("acc") == 1
+
+
+def test_report_errors_are_one_sentence(tmp_path):
+    from zephyr.errors import ZephyrError
+
+    with pytest.raises(ZephyrError, match="no eval results"):
+        report.write_report([tmp_path], tmp_path / "out")
+    (tmp_path / "results.json").write_text("[]")
+    with pytest.raises(ZephyrError, match="'models'"):
+        report.write_report([tmp_path / "results.json"], tmp_path / "out")
+
+
+def test_zephyr_report_cli(tmp_path):
+    import typer
+    from typer.testing import CliRunner
+
+    from zephyr.eval import report_cli
+
+    app = typer.Typer()  # just this command: other stages' commands are not under test here
+
+    @app.callback()
+    def main() -> None:
+        pass
+
+    report_cli.register(app)
+    run = fake_run(tmp_path, {"M0": 0.3, "M1": 0.5})
+    res = CliRunner().invoke(
+        app,
+        ["report", str(run / "eval-1/results.json"), "--out", str(tmp_path / "r"), "--no-plots"],
+    )
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "r/report.html").is_file() and "M1" in (tmp_path / "r/report.md").read_text()
+    bad = CliRunner().invoke(
+        app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]
+    )
+    assert bad.exit_code == 2 and "does not exist" in " ".join(bad.output.split())
+
+
+# ---------------------------------------------------------------------------- stages
+def test_eval_and_report_stages_on_tiny_model(tiny_model, tmp_path):
+    from rich.console import Console
+
+    from zephyr.eval import stage
+    from zephyr.pipeline import Recipe, StageContext
+
+    data = tmp_path / "data-1"
+    data.mkdir()
+    (data / "mcqa_val.jsonl").write_text(
+        "".join(
+            json.dumps(
+                {
+                    "id": f"q{i}",
+                    "source": "t",
+                    "question": f"Which number is {i}?",
+                    "choices": [str(i), str(i + 1), "x"],
+                    "answer": 0,
+                    "subject": "math",
+                }
+            )
+            + "\n"
+            for i in range(4)
+        )
+    )
+    # a "trained" model: the tiny model copied as the sft stage's output, with metrics
+    sft = tmp_path / "sft-1"
+    (sft / "model").mkdir(parents=True)
+    for f in Path(tiny_model).iterdir():
+        (sft / "model" / f.name).write_bytes(f.read_bytes())
+    (sft / "metrics.jsonl").write_text(
+        json.dumps({"step": 0, "loss": 1.0, "lr": 1e-4, "val_loss": 1.1}) + "\n"
+    )
+    recipe = Recipe(
+        name="t",
+        model=str(tiny_model),
+        eval={"tasks": ["mcqa_letter"], "limit": 3, "batch_size": 2, "speed_tokens": 3},
+        report={"title": "T"},
+    )
+    console = Console(quiet=True)
+    ctx = StageContext(
+        "eval",
+        recipe,
+        recipe.eval,
+        tmp_path / "eval-1",
+        {"data": data, "sft": sft},
+        tmp_path,
+        console,
+    )
+    ctx.out_dir.mkdir()
+    stage.run(ctx)
+    res = json.loads((ctx.out_dir / "results.json").read_text())
+    assert list(res["models"]) == ["M0", "M1"]
+    m0 = res["models"]["M0"]
+    assert (
+        m0["tasks"]["mcqa_letter"]["n"] == 3
+        and m0["size"]["params"] > 0
+        and m0["speed"]["tokens_per_s"] > 0
+    )
+    assert m0["tasks"]["mcqa_letter"]["extra"]["source"].endswith("mcqa_val.jsonl")
+    assert (ctx.out_dir / "logs/M1/mcqa_letter.jsonl").is_file() and not (
+        ctx.out_dir / "results.partial.json"
+    ).exists()
+    # same weights: identical scores, zero delta
+    assert (
+        res["models"]["M1"]["tasks"]["mcqa_letter"]["per_item"]
+        == m0["tasks"]["mcqa_letter"]["per_item"]
+    )
+
+    rctx = StageContext(
+        "report",
+        recipe,
+        recipe.report,
+        tmp_path / "report-1",
+        {"eval": ctx.out_dir, "sft": sft},
+        tmp_path,
+        console,
+    )
+    stage.run_report(rctx)
+    page = (rctx.out_dir / "report.html").read_text()
+    assert (
+        "<title>T</title>" in page
+        and "train_sft" in page
+        and (rctx.out_dir / "report.json").is_file()
+    )
+
+
+def test_find_models_labels_quantized_by_source(tmp_path, tiny_model):
+    from zephyr.eval import stage
+    from zephyr.pipeline import Recipe, StageContext
+
+    dirs = {}
+    for name in ("sft", "dpo"):
+        d = tmp_path / f"{name}-1" / "model"
+        d.mkdir(parents=True)
+        (d / "config.json").write_text("{}")
+        dirs[name] = d.parent
+    q = tmp_path / "quantize-1"
+    for method, src in (("int8", dirs["sft"] / "model"), ("int4", dirs["dpo"] / "model")):
+        (q / method).mkdir(parents=True)
+        (q / method / "quantization.json").write_text(
+            json.dumps({"method": method, "source": {"path": str(src)}})
+        )
+    recipe = Recipe(model=str(tiny_model))
+    ctx = StageContext("eval", recipe, {}, tmp_path / "e", {**dirs, "quantize": q}, tmp_path)
+    models = stage.find_models(ctx)
+    assert list(models) == ["M0", "M1", "M2", "M2-int4", "M1-int8"]
+    assert stage.reference_of(ctx, models) == str(dirs["sft"] / "model")
+    opts = stage.task_options(ctx, stage.EvalSection(tasks=["reward_accuracy"]), models)
+    assert (
+        opts["reward_accuracy"]["reference"] == models["M1"]
+        and opts["reward_accuracy"]["beta"] == 0.1
+    )
