@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
                 dtype=dtype,
             )
         except ZephyrError as e:  # one sentence, exit 2, also under typer's CliRunner
-            Console(stderr=True).print(f"[bold red]error:[/] {e}")
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e}")
             raise typer.Exit(2) from None
         print_results(results)
         if json is not None:
