@@ -1,0 +1,230 @@
+"""The one explicit training loop shared by SFT, DPO/IPO and KTO (no HF Trainer, no callbacks).
+
+Reads top to bottom: plan steps -> resume -> for each step: micro-batches forward/backward
+(normalised by the step's global count of label tokens or pairs) -> clip -> AdamW -> schedule ->
+log -> validate -> checkpoint. Under `accelerate launch` each process takes its share of every
+step's micro-batches and DDP averages the gradients; the loss is scaled by the world size so the
+result equals a single process running the same global batch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zephyr.io import append_jsonl, atomic_write
+from zephyr.train import checkpoint
+from zephyr.train.batching import micro_batches, plan_epoch, steps_per_epoch, total_steps
+from zephyr.train.config import TrainConfig
+from zephyr.train.policy import TokenLogps, autocast
+
+
+class Halt(Exception):
+    """Raised by `halt_after` to simulate a crash mid-run (tests of --resume)."""
+
+
+@dataclass
+class Task:
+    """What a trainer hands the loop."""
+
+    lengths: list[int]  # tokens per training row (length grouping, tokens/s)
+    norm: Callable[[list[int]], float]  # a step's global normaliser (label tokens, pairs, rows)
+    loss: Callable[[Any, list[int]], tuple[torch.Tensor, dict]]  # summed loss of a micro-batch
+    evaluate: Callable[[Any], dict]  # validation metrics, reduced over processes
+
+
+def backward_step(
+    net, accelerator, task: Task, mbs: list[list[int]], norm: float, bf16: bool
+) -> tuple[float, dict]:
+    """Forward/backward every micro-batch of this process; returns its summed loss and stats."""
+    world = accelerator.num_processes
+    total, stats = 0.0, {}
+    for i, mb in enumerate(mbs):
+        sync = i == len(mbs) - 1
+        ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(net)
+        with ctx:
+            with autocast(bf16):
+                loss_sum, st = task.loss(net, mb)
+            accelerator.backward(loss_sum * world / norm)
+        total += float(loss_sum.detach())
+        for k, v in st.items():
+            stats[k] = stats.get(k, 0.0) + float(v)
+    return total, stats
+
+
+def _schedule(optimizer, cfg: TrainConfig, steps: int):
+    from transformers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
+
+    warm = cfg.warmup_steps or int(round(cfg.warmup_ratio * steps))
+    if cfg.schedule == "constant":
+        return get_constant_schedule_with_warmup(optimizer, warm)
+    return get_cosine_schedule_with_warmup(optimizer, warm, steps)
+
+
+def _truncate_metrics(path: Path, step: int) -> None:
+    """On resume, forget what was logged after the checkpoint: the rerun logs it again."""
+    if not path.exists():
+        return
+    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    with atomic_write(path) as f:
+        for r in rows:
+            if r["step"] <= step:
+                f.write(json.dumps(r) + "\n")
+
+
+def fit(
+    cfg: TrainConfig,
+    task: Task,
+    lm: Any,
+    accelerator,
+    out_dir: Path,
+    seed: int,
+    console=None,
+    halt_after: int | None = None,
+    bf16: bool = False,
+) -> list[dict]:
+    """Train `lm` (a PeftModel) in place; returns the metrics rows. Resumes from out_dir/checkpoints."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    world, rank, main = (
+        accelerator.num_processes,
+        accelerator.process_index,
+        accelerator.is_main_process,
+    )
+    step_rows = cfg.micro_batch * cfg.grad_accum * world
+    n_rows = len(task.lengths)
+    spe = steps_per_epoch(n_rows, step_rows)
+    steps = total_steps(n_rows, step_rows, cfg.epochs, cfg.max_steps)
+
+    net = accelerator.prepare(TokenLogps(lm))  # DDP wrapper only when world > 1
+    params = [p for p in lm.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    scheduler = _schedule(optimizer, cfg, steps)
+    metrics_path = out_dir / "metrics.jsonl"
+    ckpt_root = out_dir / "checkpoints"
+
+    start = 0
+    last = checkpoint.latest(ckpt_root)
+    if last is not None:
+        start = checkpoint.load(last, lm, optimizer, scheduler, rank)
+        if main:
+            _truncate_metrics(metrics_path, start)
+            console and console.print(f"resuming from {last.name} (step {start}/{steps})")
+    elif main and metrics_path.exists():
+        metrics_path.unlink()
+
+    rows: list[dict] = []
+
+    def log(row: dict) -> None:
+        rows.append(row)
+        if main:
+            append_jsonl(metrics_path, row)
+
+    def validate(step: int) -> dict:
+        lm.eval()
+        with torch.no_grad(), autocast(bf16):
+            out = task.evaluate(net)
+        lm.train()
+        return {"step": step, **out}
+
+    lm.train()
+    if start == 0:
+        log({**validate(0), "lr": scheduler.get_last_lr()[0]})
+
+    plans: dict[int, list[list[int]]] = {}
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("{task.fields[info]}"),
+        TimeRemainingColumn(),
+        disable=not main,
+        console=console,
+    )
+    with progress:
+        bar = progress.add_task("train", total=steps, completed=start, info="")
+        for step in range(start, steps):
+            epoch, k = divmod(step, spe)
+            if epoch not in plans:
+                plans[epoch] = plan_epoch(task.lengths, step_rows, seed, epoch)
+            rows_of_step = plans[epoch][k]
+            mbs = micro_batches(rows_of_step, task.lengths, cfg.micro_batch, world, rank)
+            t0 = time.perf_counter()
+            loss_sum, stats = backward_step(
+                net, accelerator, task, mbs, task.norm(rows_of_step), bf16
+            )
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+            )
+            lr = scheduler.get_last_lr()[0]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            dt = time.perf_counter() - t0
+
+            local = torch.tensor(
+                [loss_sum] + [stats[k] for k in sorted(stats)], dtype=torch.float64
+            )
+            summed = accelerator.reduce(local, "sum") if world > 1 else local
+            norm = task.norm(rows_of_step)
+            tokens = sum(task.lengths[i] for i in rows_of_step)
+            row = {
+                "step": step + 1,
+                "epoch": round((step + 1) / spe, 4),
+                "loss": float(summed[0]) / norm,
+                "lr": lr,
+                "grad_norm": float(grad_norm),
+                "tokens": tokens,
+                "tok_s": round(tokens / dt, 1),
+            }
+            row.update(
+                {
+                    k: float(v) / norm
+                    for k, v in zip(sorted(stats), summed[1:].tolist(), strict=False)
+                }
+            )
+            last_step = step + 1 == steps
+            if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last_step:
+                row.update(validate(step + 1))
+            if (step + 1) % max(cfg.log_every, 1) == 0 or "val_loss" in row:
+                log(row)
+            else:
+                rows.append(row)
+            info = f"loss {row['loss']:.4f}  {row['tok_s']:.0f} tok/s" + (
+                f"  val {row['val_loss']:.4f}" if "val_loss" in row else ""
+            )
+            progress.update(bar, advance=1, info=info)
+            if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last_step:
+                checkpoint.save(
+                    ckpt_root,
+                    step + 1,
+                    lm,
+                    optimizer,
+                    scheduler,
+                    rank,
+                    world,
+                    accelerator.wait_for_everyone,
+                    cfg.keep_checkpoints,
+                )
+            if halt_after is not None and step + 1 >= halt_after:
+                raise Halt(f"halted after step {step + 1}")
+    checkpoint.save(
+        ckpt_root,
+        steps,
+        lm,
+        optimizer,
+        scheduler,
+        rank,
+        world,
+        accelerator.wait_for_everyone,
+        cfg.keep_checkpoints,
+    )
+    return rows

@@ -1,0 +1,87 @@
+"""Pipeline stages `sft`, `dpo`, `kto`: recipe section -> typed config -> trainer.
+
+DPO/KTO start from the SFT stage's merged model when the recipe has an sft stage (`from: auto`,
+the default), or from the base model (`from: base`); `from: sft` insists on the SFT model.
+A stage re-entered after a crash finds its checkpoints in its own directory and resumes.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from zephyr.config import from_dict
+from zephyr.errors import ZephyrError
+from zephyr.train.config import PrefConfig, SFTConfig
+
+_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _numbers(value):
+    """YAML 1.1 reads `1e-3` (no dot) as a string; take it as the float everyone means."""
+    if isinstance(value, dict):
+        return {k: _numbers(v) for k, v in value.items()}
+    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
+        return float(value)
+    return value
+
+
+def section(cls, raw: dict, where: str):
+    raw = _numbers(dict(raw or {}))
+    if "from" in raw:  # `from` is the natural YAML key but a Python keyword
+        raw["start"] = raw.pop("from")
+    return from_dict(cls, raw, where)
+
+
+def _seed(ctx, cfg) -> int:
+    return cfg.seed if cfg.seed is not None else ctx.recipe.seed
+
+
+def _data(ctx) -> Path:
+    if "data" not in ctx.inputs:
+        raise ZephyrError(
+            f"stage '{ctx.name}' needs the data stage; add `data` before it in the recipe's stages"
+        )
+    return ctx.inputs["data"]
+
+
+def start_model(ctx, cfg: PrefConfig) -> str:
+    """The model a preference stage starts from (and whose frozen copy is the reference)."""
+    has_sft = "sft" in ctx.inputs
+    if cfg.start == "sft" and not has_sft:
+        raise ZephyrError(
+            f"{ctx.name}.from is 'sft' but the recipe has no sft stage; add it or use from: base"
+        )
+    if cfg.start == "sft" or (cfg.start == "auto" and has_sft):
+        return str(ctx.inputs["sft"] / "model")
+    return ctx.recipe.model
+
+
+def run_sft(ctx) -> None:
+    from zephyr.train.sft import train_sft
+
+    cfg = section(SFTConfig, ctx.section, "sft")
+    train_sft(cfg, ctx.recipe.model, _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
+
+
+def run_dpo(ctx) -> None:
+    from zephyr.train.pref import train_pref
+
+    cfg = section(PrefConfig, ctx.section, "dpo")
+    if cfg.loss == "kto":
+        raise ZephyrError(
+            "dpo.loss is 'kto'; KTO is its own stage: add `kto` to stages and a `kto:` section"
+        )
+    train_pref(cfg, start_model(ctx, cfg), _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
+
+
+def run_kto(ctx) -> None:
+    from zephyr.train.pref import train_pref
+
+    raw = dict(ctx.section or {})
+    if raw.setdefault("loss", "kto") != "kto":
+        raise ZephyrError(
+            f"kto.loss is '{raw['loss']}'; the kto stage only trains KTO (use the dpo stage for sigmoid/ipo)"
+        )
+    cfg = section(PrefConfig, raw, "kto")
+    train_pref(cfg, start_model(ctx, cfg), _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
