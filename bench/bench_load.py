@@ -48,7 +48,9 @@ def main() -> None:
         cached = child(home, "float32")
         bf16 = child(home, "bfloat16")
     print(f"first load (GGUF conversion): {first['load_s']:.2f} s")
-    print(f"cached load:                  {cached['load_s']:.2f} s  (imports {cached['import_s']:.2f} s apart)")
+    print(
+        f"cached load:                  {cached['load_s']:.2f} s  (imports {cached['import_s']:.2f} s apart)"
+    )
     print(f"forward 4x256 fp32 {cached['forward_s']:.3f} s, bf16 {bf16['forward_s']:.3f} s")
     print(
         f"convert_s={first['load_s']:.2f} cached_load_s={cached['load_s']:.2f} "
