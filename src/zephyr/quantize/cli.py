@@ -1,9 +1,107 @@
-"""CLI commands of the quantize stage."""
+"""CLI commands of the quantize stage: `zephyr quantize MODEL --method M --out DIR [...]`."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Annotated
+
 import typer
+
+METHOD_HELP = "int8 | int4 | hqq | easyquant | gptq | awq | qlora"
 
 
 def register(app: typer.Typer) -> None:
     """Add this stage's commands to the top-level app."""
+
+    @app.command()
+    def quantize(
+        model: Annotated[
+            str,
+            typer.Argument(
+                help="Model spec: smollm2-135m, an HF dir, an adapter dir (merged first)"
+            ),
+        ],
+        method: Annotated[str, typer.Option(help=METHOD_HELP)] = "int8",
+        out: Annotated[Path, typer.Option(help="Artifact directory to write")] = Path("quantized"),
+        group_size: Annotated[int, typer.Option(help="int4 group size (32, 64, 128)")] = 64,
+        quantize_embedding: Annotated[
+            bool, typer.Option(help="Also store the embedding / tied lm_head as int8")
+        ] = False,
+        skip_indivisible: Annotated[
+            bool,
+            typer.Option(help="Keep layers the group size does not divide unquantized (recorded)"),
+        ] = False,
+        calib: Annotated[
+            str | None,
+            typer.Option(help="gptq/qlora: calibration JSONL or text (default: gsm8k train)"),
+        ] = None,
+        calib_samples: Annotated[
+            int, typer.Option(help="gptq: number of calibration windows")
+        ] = 32,
+        steps: Annotated[
+            int, typer.Option(help="easyquant: gradient steps after the range search")
+        ] = 0,
+        train_steps: Annotated[int, typer.Option(help="qlora: training steps")] = 20,
+        n_sigma: Annotated[
+            float, typer.Option(help="easyquant: outlier threshold (std devs of the row)")
+        ] = 3.0,
+        data_root: Annotated[Path, typer.Option(help="Folder laid out like ../shared/data")] = Path(
+            "../shared/data"
+        ),
+        compare: Annotated[
+            bool,
+            typer.Option(
+                help="Then compare the artifact against fp32 and bf16 (writes compare.json)"
+            ),
+        ] = False,
+        ppl_tokens: Annotated[
+            int, typer.Option(help="--compare: WikiText-2 test tokens scored")
+        ] = 16384,
+        eval_limit: Annotated[
+            int, typer.Option(help="--compare: items per accuracy task (0: skip the tasks)")
+        ] = 0,
+        seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+    ) -> None:
+        """Quantize a model into a reloadable artifact (`zephyr eval/chat/serve` take its directory)."""
+        from rich.console import Console
+
+        from zephyr.quantize.methods import QuantizeConfig
+
+        console = Console(stderr=True)
+        if method == "qlora":
+            from zephyr.quantize.qlora import QLoRAConfig, train
+
+            train(
+                model,
+                out,
+                QLoRAConfig(steps=train_steps, calib=calib, seed=seed),
+                data_root,
+                console,
+            )
+            return
+        cfg = QuantizeConfig(
+            method=method,
+            group_size=group_size,
+            quantize_embedding=quantize_embedding,
+            skip_indivisible=skip_indivisible,
+            n_sigma=n_sigma,
+            steps=steps,
+            calib=calib,
+            calib_samples=calib_samples,
+            seed=seed,
+        )
+        from zephyr.quantize.methods import quantize as run_quantize
+
+        path = run_quantize(model, out, cfg, data_root=data_root, console=console)
+        if compare:
+            from zephyr.quantize.compare import CompareConfig, compare_models, print_table
+
+            report = compare_models(
+                model,
+                {method: str(path)},
+                path / "compare.json",
+                CompareConfig(ppl_tokens=ppl_tokens, eval_limit=eval_limit, seed=seed),
+                data_root,
+                console,
+            )
+            print_table(report, console)

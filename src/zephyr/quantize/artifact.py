@@ -1,0 +1,161 @@
+"""A quantized model on disk, and back: `save_artifact(...)` and `load_quantized(path)`.
+
+Layout of an artifact directory (written to a temp dir, then renamed):
+    config.json, generation_config.json, tokenizer files   (as save_pretrained writes them)
+    model.safetensors   plain tensors: unquantized params in the runtime dtype, and for each
+                        quantized linear `<name>.qweight` (+ `.scales/.zeros` int4 or `.scale`
+                        int8, + `.outlier_idx/.outlier_val` for easyquant)
+    quantization.json   method, bits, group size, quantized and skipped layers, embedding,
+                        weight errors, source model hash, provenance
+
+Everything is safetensors (no pickle): torchao's int4 CPU tensor cannot be serialised, so we
+store its codes and rebuild the tensor at load time.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from zephyr.errors import ZephyrError
+from zephyr.io import read_json, write_json
+from zephyr.quantize.qweight import Int4Weight, Int8Embedding, Int8Weight, add_outlier_hook
+
+FORMAT = "zephyr-quant/1"
+EMBED = "model.embed_tokens"
+QUANT_SUFFIXES = ("qweight", "scales", "zeros", "scale", "outlier_idx", "outlier_val", "act_scale")
+
+
+def save_artifact(
+    model: Any,
+    tokenizer: Any,
+    weights: dict[str, Int4Weight | Int8Weight],
+    embedding: Int8Weight | None,
+    meta: dict,
+    out: Path,
+) -> Path:
+    """Write the artifact atomically: everything goes to a temp dir beside `out`, then a rename."""
+    from safetensors.torch import save_file
+
+    dtype = getattr(torch, meta["dtype"])
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        skip = {f"{n}.weight" for n in weights}
+        if tied:
+            skip.add("lm_head.weight")  # the same tensor as the embedding
+        if embedding is not None:
+            skip |= {f"{EMBED}.weight", "lm_head.weight"}
+        sd: dict[str, torch.Tensor] = {}
+        for name, t in model.state_dict().items():
+            if name not in skip:
+                sd[name] = t.detach().to(dtype if t.is_floating_point() else t.dtype).contiguous()
+        for name, w in weights.items():
+            sd.update(w.tensors(name))
+        if embedding is not None:
+            sd.update(embedding.tensors(EMBED))
+            if not tied:
+                raise ZephyrError(
+                    "--quantize-embedding needs tied embeddings (lm_head = embedding); drop the flag for this model"
+                )
+        save_file(sd, str(tmp / "model.safetensors"), metadata={"format": FORMAT})
+        config = model.config
+        config.dtype = meta["dtype"]
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        config.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        write_json(tmp / "quantization.json", {"format": FORMAT, **meta})
+        if out.exists():
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return out
+
+
+def read_meta(path: str | Path) -> dict:
+    meta = read_json(Path(path) / "quantization.json")
+    if meta.get("format") != FORMAT:
+        raise ZephyrError(
+            f"{path}/quantization.json has format {meta.get('format')!r}, expected {FORMAT}; re-quantize with `zephyr quantize`"
+        )
+    return meta
+
+
+def load_quantized(path: str | Path) -> tuple[Any, Any]:
+    """Rebuild the model on the meta device, then assign the saved tensors (int4 weights become
+    torchao Int4OpaqueTensor, int8 weights Int8Tensor); returns (model, tokenizer) in eval mode."""
+    from safetensors.torch import load_file
+    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+
+    from zephyr.models import load_tokenizer
+
+    path = Path(path)
+    meta = read_meta(path)
+    dtype = getattr(torch, meta["dtype"])
+    config = AutoConfig.from_pretrained(path)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=dtype)
+    sd = load_file(str(path / "model.safetensors"))
+    for name, info in meta["layers"].items():
+        mod = model.get_submodule(name)
+        if info["bits"] == 4:
+            w = Int4Weight.from_tensors(sd, name, info["group_size"])
+            mod.weight = torch.nn.Parameter(w.runtime(), requires_grad=False)
+            if w.outlier_idx is not None:
+                add_outlier_hook(mod, w)
+        else:
+            w = Int8Weight.from_tensors(sd, name)
+            mod.weight = torch.nn.Parameter(w.runtime(dtype), requires_grad=False)
+        for suffix in QUANT_SUFFIXES:
+            sd.pop(f"{name}.{suffix}", None)
+    if meta.get("embedding"):
+        emb = Int8Weight.from_tensors(sd, EMBED)
+        old = model.get_submodule(EMBED)
+        model.model.embed_tokens = Int8Embedding(emb, dtype, old.padding_idx)
+        model.lm_head.weight = torch.nn.Parameter(emb.runtime(dtype), requires_grad=False)
+        sd.pop(f"{EMBED}.qweight")
+        sd.pop(f"{EMBED}.scale")
+    missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
+    if unexpected:
+        raise ZephyrError(
+            f"{path}/model.safetensors has tensors this model does not use ({unexpected[:3]}); the artifact is corrupt, re-quantize it"
+        )
+    if config.tie_word_embeddings and not meta.get("embedding"):
+        model.lm_head.weight = model.model.embed_tokens.weight
+    _rebuild_meta_buffers(model, config)
+    left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
+    if left:
+        raise ZephyrError(
+            f"{path}: tensors missing from model.safetensors ({left[:3]}); re-quantize it"
+        )
+    if (path / "generation_config.json").exists():
+        model.generation_config = GenerationConfig.from_pretrained(path)
+    model.zephyr_quantization = meta
+    return model.eval(), load_tokenizer(path)
+
+
+def _rebuild_meta_buffers(model: Any, config: Any) -> None:
+    """Non-persistent buffers (rotary inv_freq) are not saved: build those modules again."""
+    for name, mod in list(model.named_modules()):
+        if name and any(b.is_meta for b in mod.buffers(recurse=False)) and hasattr(mod, "inv_freq"):
+            parent_name, _, attr = name.rpartition(".")
+            parent = model.get_submodule(parent_name) if parent_name else model
+            setattr(parent, attr, type(mod)(config=config))
+
+
+def artifact_bytes(path: str | Path) -> int:
+    """On-disk size of a model directory's weights (safetensors / bin files)."""
+    p = Path(path)
+    return sum(f.stat().st_size for f in p.iterdir() if f.suffix in (".safetensors", ".bin", ".pt"))

@@ -1,0 +1,211 @@
+"""One entry point for every method: load the unquantized model (adapters merged first), quantize
+each decoder linear, optionally the embedding, and save an artifact `load_model` accepts."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from rich.console import Console
+from rich.progress import Progress
+
+from zephyr import provenance
+from zephyr.errors import ZephyrError
+from zephyr.io import sha256_file, sha256_json
+
+# method -> bits; every 4-bit method lands in the same int4 runtime format
+METHODS: dict[str, int] = {"int8": 8, "int4": 4, "hqq": 4, "easyquant": 4, "gptq": 4, "awq": 4}
+RUNTIME_DTYPE = {8: "float32", 4: "bfloat16"}  # torchao's CPU int4 kernel takes bf16 activations
+
+
+@dataclass
+class QuantizeConfig:
+    method: str = "int8"
+    group_size: int = 64  # int4 methods; 576 (SmolLM2 hidden) is not a multiple of 128
+    quantize_embedding: bool = False  # int8 rows for the embedding and the tied lm_head
+    skip_indivisible: bool = False  # leave layers whose width the group size does not divide
+    n_sigma: float = 3.0  # easyquant: outlier threshold in standard deviations of the row
+    steps: int = 0  # easyquant: gradient steps after the range search (the paper's optimiser)
+    calib: str | None = None  # gptq: a JSONL/text file (default: gsm8k train under data_root)
+    calib_samples: int = 32
+    calib_seqlen: int = 512
+    seed: int = 0
+
+
+def source_hash(path: str | Path) -> str:
+    """sha256 over a model dir's weight and adapter files (and its base's, for an adapter)."""
+    p = Path(path)
+    files = sorted(
+        f
+        for f in p.glob("*")
+        if f.suffix in (".safetensors", ".bin") or f.name == "adapter_config.json"
+    )
+    hashes = {f.name: sha256_file(f) for f in files}
+    if (p / "adapter_config.json").exists():
+        from zephyr.models import _adapter_base, resolve
+
+        hashes["base"] = source_hash(resolve(_adapter_base(p)))
+    return sha256_json(hashes)
+
+
+def check_config(cfg: QuantizeConfig) -> None:
+    if cfg.method not in METHODS:
+        raise ZephyrError(
+            f"unknown quantization method '{cfg.method}'; choose one of {', '.join(METHODS)} (or qlora for training)"
+        )
+    if METHODS[cfg.method] == 4:
+        from zephyr.quantize.qweight import INT4_GROUP_SIZES
+
+        if cfg.group_size not in INT4_GROUP_SIZES:
+            raise ZephyrError(
+                f"--group-size {cfg.group_size} is not supported by the CPU int4 kernel; use one of {', '.join(map(str, INT4_GROUP_SIZES))}"
+            )
+
+
+def targets_of(model: Any) -> dict[str, torch.nn.Linear]:
+    """The linears inside the decoder layers (the lm_head goes with the embedding option)."""
+    return {
+        n: m
+        for n, m in model.named_modules()
+        if isinstance(m, torch.nn.Linear) and ".layers." in f".{n}"
+    }
+
+
+def split_divisible(targets: dict, cfg: QuantizeConfig, console: Console) -> dict[str, str]:
+    """Layers the group size does not divide: a clear error, or skipped and said (never silently)."""
+    if METHODS[cfg.method] != 4:
+        return {}
+    bad = {n: m.in_features for n, m in targets.items() if m.in_features % cfg.group_size}
+    if not bad:
+        return {}
+    name, width = next(iter(bad.items()))
+    if not cfg.skip_indivisible:
+        ok = [g for g in (32, 64, 128) if all(m.in_features % g == 0 for m in targets.values())]
+        raise ZephyrError(
+            f"--group-size {cfg.group_size} does not divide the input width of {len(bad)} layers "
+            f"(e.g. {name}: {width}); use --group-size {ok[-1] if ok else 32}, or --skip-indivisible "
+            "to keep those layers unquantized (recorded in quantization.json)"
+        )
+    skipped = {
+        n: f"in_features {w} not divisible by group size {cfg.group_size}" for n, w in bad.items()
+    }
+    console.print(
+        f"[yellow]warning:[/] {len(skipped)} layers stay unquantized (width not divisible by {cfg.group_size}), e.g. {name}"
+    )
+    for n in skipped:
+        targets.pop(n)
+    return skipped
+
+
+def quantize_weights(
+    model: Any, targets: dict, cfg: QuantizeConfig, data_root: Path | None, tok: Any
+) -> dict:
+    """Run the method over the target linears; returns name -> Int4Weight | Int8Weight."""
+    from zephyr.quantize import awq, easyquant, gptq, hqq, rtn
+
+    if cfg.method == "awq":
+        from zephyr.quantize.calib import calibration_ids
+
+        ids = calibration_ids(tok, cfg, data_root)
+        with Progress() as bar:
+            task = bar.add_task("awq", total=len(targets))
+            return awq.quantize_model(
+                model, targets, ids, cfg.group_size, progress=lambda _: bar.advance(task)
+            )
+    if cfg.method == "gptq":
+        from zephyr.quantize.calib import calibration_ids
+
+        ids = calibration_ids(tok, cfg, data_root)
+        with Progress() as bar:
+            task = bar.add_task("gptq", total=len(model.model.layers))
+            return gptq.quantize_model(
+                model, targets, ids, cfg.group_size, progress=lambda _: bar.advance(task)
+            )
+    fn = {
+        "int8": lambda w: rtn.int8(w),
+        "int4": lambda w: rtn.int4(w, cfg.group_size),
+        "hqq": lambda w: hqq.int4(w, cfg.group_size),
+        "easyquant": lambda w: easyquant.int4(w, cfg.group_size, cfg.n_sigma, cfg.steps),
+    }[cfg.method]
+    out = {}
+    with Progress() as bar:
+        task = bar.add_task(cfg.method, total=len(targets))
+        for name, mod in targets.items():
+            out[name] = fn(mod.weight.detach().float())
+            bar.advance(task)
+    return out
+
+
+def quantize(
+    spec: str,
+    out: str | Path,
+    cfg: QuantizeConfig,
+    data_root: Path | None = None,
+    console: Console | None = None,
+) -> Path:
+    """Quantize model `spec` (HF dir, adapter dir, name) with `cfg` into artifact dir `out`."""
+    from zephyr.models import load_model, resolve
+    from zephyr.quantize.artifact import save_artifact
+    from zephyr.quantize.qweight import int8_per_row, rel_error
+
+    console = console or Console(stderr=True)
+    check_config(cfg)
+    src = Path(resolve(spec))
+    if (src / "quantization.json").exists():
+        raise ZephyrError(
+            f"{spec} is already quantized; quantize its unquantized source model (adapters are merged into fp weights first)"
+        )
+    t0 = time.time()
+    torch.manual_seed(cfg.seed)
+    # an adapter dir is merged into the fp32 base here: never merge into a quantized base
+    model, tok = load_model(spec, dtype="float32")
+    targets = targets_of(model)
+    skipped = split_divisible(targets, cfg, console)
+    original = {n: m.weight.detach().float().clone() for n, m in targets.items()}
+    weights = quantize_weights(model, targets, cfg, data_root, tok)
+    bits = METHODS[cfg.method]
+    layers, num, den, n_out = {}, 0.0, 0.0, 0
+    for name, w in weights.items():
+        w0 = original[name]
+        err = rel_error(w0, w.dequantize())
+        num, den = num + err * float(w0.pow(2).sum()), den + float(w0.pow(2).sum())
+        outliers = 0 if getattr(w, "outlier_idx", None) is None else int(w.outlier_idx.numel())
+        n_out += outliers
+        layers[name] = {
+            "bits": bits,
+            "group_size": cfg.group_size if bits == 4 else None,
+            "rel_error": err,
+            "outliers": outliers,
+        }
+    embedding = None
+    emb_error = None
+    if cfg.quantize_embedding:
+        e = model.get_input_embeddings().weight.detach().float()
+        embedding = int8_per_row(e)
+        emb_error = rel_error(e, embedding.dequantize())
+    n_weights = sum(w.numel() for w in original.values())
+    meta = {
+        "method": cfg.method,
+        "bits": bits,
+        "group_size": cfg.group_size if bits == 4 else None,
+        "dtype": RUNTIME_DTYPE[bits],
+        "layers": layers,
+        "skipped": skipped,
+        "embedding": "int8" if embedding is not None else None,
+        "embedding_rel_error": emb_error,
+        "weight_rel_error": num / max(den, 1e-30),
+        "outlier_fraction": n_out / max(n_weights, 1),
+        "source": {"spec": str(spec), "path": str(src), "sha256": source_hash(src)},
+        "seconds": round(time.time() - t0, 2),
+        "provenance": provenance.record(dataclasses.asdict(cfg), inputs=[]),
+    }
+    path = save_artifact(model, tok, weights, embedding, meta, Path(out))
+    console.print(
+        f"{cfg.method}: {len(layers)} linears quantized, {len(skipped)} skipped, weight error "
+        f"{meta['weight_rel_error']:.2e}, {meta['seconds']:.1f}s -> {path}"
+    )
+    return path

@@ -1,0 +1,83 @@
+"""The `quantize` stage of `zephyr pipeline`: quantize the most-trained model with each method of
+the recipe, into `<out_dir>/<method>/`, then (optionally) compare them all in `compare.json`."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zephyr import provenance
+from zephyr.config import from_dict
+from zephyr.io import write_json
+from zephyr.pipeline import StageContext
+from zephyr.quantize.compare import CompareConfig, compare_models, print_table
+from zephyr.quantize.methods import QuantizeConfig, quantize
+
+SOURCES = ("dpo", "kto", "sft")  # the most-trained upstream model wins
+
+
+@dataclass
+class QuantizeSection:
+    methods: list[str] = field(default_factory=lambda: ["int8", "int4", "easyquant"])
+    source: str | None = None  # sft | dpo | kto | a model spec; default: the most-trained model
+    group_size: int = 64
+    quantize_embedding: bool = False
+    skip_indivisible: bool = False
+    n_sigma: float = 3.0
+    steps: int = 0
+    calib: str | None = None
+    calib_samples: int = 32
+    compare: bool = True
+    ppl_tokens: int = 4096
+    gen_runs: int = 1
+    eval_limit: int = 0
+
+
+def source_model(ctx: StageContext, sec: QuantizeSection) -> str:
+    if sec.source in SOURCES and sec.source in ctx.inputs:
+        return str(ctx.inputs[sec.source] / "model")
+    if sec.source:
+        return str(ctx.path(sec.source)) if Path(ctx.path(sec.source)).exists() else sec.source
+    for name in SOURCES:
+        if name in ctx.inputs:
+            return str(ctx.inputs[name] / "model")
+    return ctx.recipe.model
+
+
+def run(ctx: StageContext) -> None:
+    sec = from_dict(QuantizeSection, ctx.section, "quantize")
+    src = source_model(ctx, sec)
+    ctx.console.print(f"quantizing {src} with {', '.join(sec.methods)}")
+    artifacts = {}
+    for method in sec.methods:
+        out = ctx.out_dir / method
+        if not (out / "quantization.json").exists():  # a rerun after a crash keeps finished ones
+            cfg = QuantizeConfig(
+                method=method,
+                group_size=sec.group_size,
+                quantize_embedding=sec.quantize_embedding,
+                skip_indivisible=sec.skip_indivisible,
+                n_sigma=sec.n_sigma,
+                steps=sec.steps,
+                calib=str(ctx.path(sec.calib)) if sec.calib else None,
+                calib_samples=sec.calib_samples,
+                seed=ctx.recipe.seed,
+            )
+            quantize(src, out, cfg, data_root=ctx.data_root, console=ctx.console)
+        artifacts[method] = str(out)
+    if sec.compare:
+        cfg = CompareConfig(
+            ppl_tokens=sec.ppl_tokens,
+            gen_runs=sec.gen_runs,
+            eval_limit=sec.eval_limit,
+            seed=ctx.recipe.seed,
+        )
+        report = compare_models(
+            src, artifacts, ctx.out_dir / "compare.json", cfg, ctx.data_root, ctx.console
+        )
+        print_table(report, ctx.console)
+    write_json(
+        ctx.out_dir / "quantize.json",
+        provenance.record(dataclasses.asdict(sec), source=src, artifacts=artifacts),
+    )
