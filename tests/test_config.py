@@ -34,3 +34,17 @@ def test_unknown_key_suggests_the_close_one():
 def test_wrong_type_names_the_key():
     with pytest.raises(ZephyrError, match=r"recipe.lora.r must be int"):
         from_dict(Outer, {"lora": {"r": "eight"}}, "recipe")
+
+
+@dataclass
+class Rates:
+    lr: float = 5e-5
+
+
+def test_yaml_exponent_without_dot_is_a_float():
+    import yaml
+
+    raw = yaml.safe_load("lr: 1e-3")  # YAML 1.1 reads this as the string '1e-3'
+    assert from_dict(Rates, raw, "sft").lr == 1e-3
+    with pytest.raises(ZephyrError, match=r"sft.lr must be a number"):
+        from_dict(Rates, {"lr": "fast"}, "sft")
