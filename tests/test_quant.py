@@ -252,3 +252,16 @@ def test_adapter_is_merged_before_quantizing(tiny_model, tmp_path):
     )
     assert rel_error(merged_w, q.dequantize()) < 1e-3  # the merged fp weights were quantized
     assert rel_error(base_w, q.dequantize()) > 1e-2
+
+
+def test_peak_rss_is_the_childs_own_not_the_parents():
+    """ru_maxrss survives fork + exec; the comparison must report each model's own process."""
+    import subprocess
+    import sys
+
+    ballast = bytearray(400 * 1024 * 1024)
+    ballast[::4096] = b"\x01" * len(ballast[::4096])  # touch every page: the parent is >400 MB
+    code = "from zephyr.quantize.compare import peak_rss_mb; print(peak_rss_mb())"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert float(out.stdout) < 300, "a small child must not report its parent's 400 MB"
+    del ballast

@@ -146,6 +146,18 @@ def accuracy(model: Any, tok: Any, data_root: Path, cfg: CompareConfig) -> dict:
     return out
 
 
+def peak_rss_mb() -> float:
+    """This process's peak RSS. Linux's ru_maxrss survives fork + exec (a child of the 10 GB
+    training process reports 10 GB), so read the memory map's own high-water mark instead."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def measure(spec: str, dtype: str, data_root: Path, cfg: CompareConfig) -> dict:
     """Everything measured for one model, in this process (call it in a fresh one)."""
     import torch
@@ -164,7 +176,7 @@ def measure(spec: str, dtype: str, data_root: Path, cfg: CompareConfig) -> dict:
         "wikitext_ppl": ppl["ppl"],
         "ppl_detail": ppl,
         "tokens_per_s": tps,
-        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mb": peak_rss_mb(),
         "tasks": acc,
         "threads": torch.get_num_threads(),
     }
