@@ -69,6 +69,10 @@ def main() -> None:
         it for s in SUBJECTS for it in [x for x in all_mmlu if x.meta["subject"] == s][:per]
     ]
 
+    # a warm-up forward (kernel setup, allocator) so that lm-eval, timed first, pays no first-call cost
+    with torch.no_grad():
+        model(torch.ones(args.batch_size, 64, dtype=torch.long))
+
     rows = []
     for task, items, spec in [
         ("hellaswag", hs_items, {"hellaswag": hs_raw}),

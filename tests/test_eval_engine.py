@@ -172,3 +172,34 @@ def test_generate_is_greedy_batched_and_cut_at_stop(model_tok):
         assert text == tok.decode(full[0, ids.shape[1] :], skip_special_tokens=True)
     stop = batched[0][2:4]
     assert stop and scorer.generate(prompts[:1], 8, [stop])[0] == batched[0].split(stop)[0]
+
+
+@pytest.mark.parametrize("arch", ["mistral", "qwen2-mixed"])
+def test_sliding_window_models_score_like_a_full_forward(model_tok, arch):
+    """A packed row carries a custom mask, which models use as given: the window must be in it."""
+    from transformers import MistralConfig, MistralForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    _, tok = model_tok
+    common = dict(
+        vocab_size=len(tok),
+        hidden_size=32,
+        intermediate_size=64,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        sliding_window=8,  # far shorter than the requests: the window decides the numbers
+    )
+    torch.manual_seed(0)
+    if arch == "mistral":
+        model = MistralForCausalLM(MistralConfig(num_hidden_layers=2, **common))
+    else:
+        config = Qwen2Config(
+            num_hidden_layers=3, use_sliding_window=True, max_window_layers=1, **common
+        )
+        assert set(config.layer_types) == {"full_attention", "sliding_attention"}
+        model = Qwen2ForCausalLM(config)
+    model.eval()
+    scorer = Scorer(model, tok, batch_size=4, progress=False)
+    requests = REQUESTS[:6] + REQUESTS[12:14]  # a shared few-shot prefix, and multi-token endings
+    for req, (ll, _) in zip(requests, scorer.loglikelihood(requests), strict=True):
+        assert ll == pytest.approx(reference(model, scorer, *req)[0], abs=1e-4), req

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from zephyr.errors import ZephyrError
+from zephyr.errors import ZephyrError, exit_on_error
 
 
 def _fmt(value: float) -> str:
@@ -69,7 +69,7 @@ def register(app: typer.Typer) -> None:
         from zephyr.eval.run import evaluate, parse_tasks
         from zephyr.io import write_json
 
-        try:
+        with exit_on_error():
             names = parse_tasks(tasks)
             if batch_size < 1:
                 raise ZephyrError(f"--batch-size must be at least 1, got {batch_size}")
@@ -88,9 +88,6 @@ def register(app: typer.Typer) -> None:
                 log_dir=log_dir,
                 dtype=dtype,
             )
-        except ZephyrError as e:  # one sentence, exit 2, also under typer's CliRunner
-            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e}")
-            raise typer.Exit(2) from None
         print_results(results)
         if json is not None:
             write_json(json, results)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from zephyr.errors import ZephyrError
+from zephyr.errors import exit_on_error
 
 
 def register(app: typer.Typer) -> None:
@@ -35,9 +35,6 @@ def register(app: typer.Typer) -> None:
 
         from zephyr.eval.report import HIDE, write_report
 
-        try:
+        with exit_on_error():
             paths = write_report(runs, out, title=title, plots=plots, hide=hide if hide else HIDE)
-        except ZephyrError as e:  # one sentence, exit 2, also under typer's CliRunner
-            Console(stderr=True).print(f"[bold red]error:[/] {e}")
-            raise typer.Exit(2) from None
         Console().print(f"wrote {paths['md']} and {paths['html']}")
