@@ -281,3 +281,19 @@ def test_find_models_labels_quantized_by_source(tmp_path, tiny_model):
         opts["reward_accuracy"]["reference"] == models["M1"]
         and opts["reward_accuracy"]["beta"] == 0.1
     )
+
+
+def test_eval_json_files_of_one_model_merge_into_one_row(tmp_path):
+    """`zephyr eval --json` writes one file per call; a report of several such files is one row."""
+    from zephyr.io import write_json
+
+    def task(acc: list[float]) -> dict:
+        return {"metrics": {"acc": sum(acc) / len(acc)}, "n": len(acc), "per_item": {"acc": acc}}
+
+    write_json(tmp_path / "a.json", {"model": "smollm2-135m", "tasks": {"arc_easy": task([1, 0])}})
+    write_json(tmp_path / "b.json", {"model": "smollm2-135m", "tasks": {"mmlu": task([1, 1, 0])}})
+    got = report.collect([tmp_path / "a.json", tmp_path / "b.json"])
+    assert list(got.models) == ["M0"]
+    assert set(got.models["M0"]["tasks"]) == {"arc_easy", "mmlu"}
+    t = report.build_table(got)
+    assert t.cells[("M0", "mmlu", "acc")].value == pytest.approx(100 * 2 / 3)  # percent

@@ -107,6 +107,13 @@ def collect(paths: list[Path], training: dict[str, Path] | None = None) -> Colle
             raise ZephyrError(f"run {p} does not exist; pass a run directory or a results.json")
         res_path = find_results(Path(p))
         data = read_json(res_path)
+        if isinstance(data, dict) and isinstance(data.get("tasks"), dict) and "models" not in data:
+            # `zephyr eval --json`: one model; several such files of one model merge into one row
+            label = _label_for(str(data.get("model", res_path.stem)))
+            entry = got.models.setdefault(label, {"path": data.get("model"), "tasks": {}})
+            entry["tasks"].update(data["tasks"])
+            got.sources.append(str(res_path))
+            continue
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
             raise ZephyrError(f"{res_path} has no 'models' mapping; is it an eval results.json?")
         got.sources.append(str(res_path))
@@ -120,6 +127,11 @@ def collect(paths: list[Path], training: dict[str, Path] | None = None) -> Colle
             if stage not in got.training and Path(f).is_file():
                 got.training[stage] = (read_jsonl(f), str(f))
     return got
+
+
+def _label_for(spec: str) -> str:
+    """A `zephyr eval --json` file's row label: M0 for the embedded base model, else the spec."""
+    return "M0" if spec == "smollm2-135m" else spec
 
 
 def split_label(label: str) -> tuple[str, str]:
