@@ -7,7 +7,7 @@ import random
 import pytest
 import torch
 
-from zephyr.eval.engine import MIN_SHARED_PREFIX, Scorer, _Group, rolling_windows
+from zephyr.eval.engine import MIN_SHARED_PREFIX, Scorer, _Group, _pack, rolling_windows
 
 SHOTS = "The following are multiple choice questions (with answers) about physics.\n\n" + (
     "What is the unit of force?\nA. joule\nB. newton\nC. watt\nD. pascal\nAnswer: B\n\n" * 4
@@ -203,3 +203,15 @@ def test_sliding_window_models_score_like_a_full_forward(model_tok, arch):
     requests = REQUESTS[:6] + REQUESTS[12:14]  # a shared few-shot prefix, and multi-token endings
     for req, (ll, _) in zip(requests, scorer.loglikelihood(requests), strict=True):
         assert ll == pytest.approx(reference(model, scorer, *req)[0], abs=1e-4), req
+
+
+def test_pack_lays_continuations_after_the_context_within_a_token_budget():
+    g = _Group((1, 2, 3), [(0, [4, 5]), (1, [6]), (2, [7, 8, 9, 10]), (3, [11, 12, 13])])
+    rows = _pack(g, 0, budget=6)
+    assert [r.tokens for r in rows] == [[1, 2, 3, 4], [1, 2, 3, 7, 8, 9], [1, 2, 3, 11, 12]]
+    assert [[i for i, _ in r.members] for r in rows] == [[0, 1], [2], [3]]
+    tokens, positions, segment = rows[0].layout
+    assert positions == [0, 1, 2, 3] and segment == [-1, -1, -1, 0]
+    # the first token of each continuation is predicted by the context's last column
+    assert rows[0].spots == [(2, 4), (3, 5), (2, 6)]
+    assert rows[1].spots == [(2, 7), (3, 8), (4, 9), (5, 10)] and rows[1].layout[1][3:] == [3, 4, 5]

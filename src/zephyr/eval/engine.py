@@ -32,6 +32,7 @@ from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when the config names no context length
 MIN_SHARED_PREFIX = 32  # tokens: below this a shared prefix is not worth a separate pass
+PACK_BUDGET = 1024  # tokens per packed row of one context's continuations (its mask is [W x W])
 
 
 @dataclass
@@ -52,22 +53,30 @@ class _Row:
     members: list[tuple[int, int]]  # (request index, number of its tokens in `spots`)
 
 
-def _pack(group: _Group, p: int) -> _Row:
-    """Lay out `group` after a shared prefix of `p` tokens (already in the cache)."""
+def _pack(group: _Group, p: int, budget: int) -> list[_Row]:
+    """Lay out `group` after a shared prefix of `p` tokens (already in the cache).
+
+    A row takes continuations while it stays within `budget` tokens (one always fits), so the
+    4 endings of a hellaswag item share a row but 60 WikiText windows behind the same one-token
+    context do not make a 500k-token row.
+    """
     ctx = list(group.ctx[p:])
     n = len(ctx)
-    tokens, positions, segment = ctx[:], list(range(n)), [-1] * n
-    spots: list[tuple[int, int]] = []
-    members: list[tuple[int, int]] = []
-    for j, (idx, cont) in enumerate(group.members):
-        start = len(tokens)
+    rows: list[_Row] = []
+    for idx, cont in group.members:
+        if not rows or (len(rows[-1].tokens) + len(cont) - 1 > budget):
+            rows.append(_Row(ctx[:], (ctx[:], list(range(n)), [-1] * n), [], []))
+        row = rows[-1]
+        tokens, positions, segment = row.layout
+        start, j = len(tokens), len(row.members)
         tokens += cont[:-1]  # the last token is only a target, never an input
         positions += range(n, n + len(cont) - 1)  # each continuation starts where the context ends
         segment += [j] * (len(cont) - 1)
         # token 0 is predicted by the context's last column, token k by the continuation's k - 1
-        spots += [(n - 1, cont[0])] + [(start + k - 1, cont[k]) for k in range(1, len(cont))]
-        members.append((idx, len(cont)))
-    return _Row(tokens, (tokens, positions, segment), spots, members)
+        row.spots += [(n - 1, cont[0])] + [(start + k - 1, cont[k]) for k in range(1, len(cont))]
+        row.members.append((idx, len(cont)))
+        row.tokens = tokens
+    return rows
 
 
 class _StopOnText(StoppingCriteria):
@@ -331,7 +340,8 @@ class Scorer:
                 DynamicCache(),
                 torch.tensor([p - 1]),
             )
-        rows = [_pack(g, p) for g in groups]
+        budget = min(self.max_length, PACK_BUDGET)
+        rows = [row for g in groups for row in _pack(g, p, budget)]
         # longest first, like lm-eval: the first batch sets the padded length, OOMs surface early
         rows.sort(key=lambda r: (-len(r.tokens), r.tokens))
         for start in range(0, len(rows), self.batch_size):
@@ -343,18 +353,25 @@ class Scorer:
             for b, r in enumerate(chunk):
                 n = len(r.tokens)
                 ids[b, :n], pos[b, :n], seg[b, :n] = (torch.tensor(x) for x in r.layout)
-            # a token sees the context and the earlier tokens of its own continuation
-            sk, sq = seg[:, None, :], seg[:, :, None]
-            mask = ((sk == -1) | (sk == sq)) & (sk != -2)
-            mask &= torch.ones(width, width, dtype=torch.bool).tril()
-            mask |= torch.eye(width, dtype=torch.bool)  # pad rows attend to themselves: no NaN
             past = None
             if p:
                 past = _select_cache(prefix_cache, torch.zeros(len(chunk), dtype=torch.long))
-                mask = torch.cat([torch.ones(len(chunk), width, p, dtype=torch.bool), mask], -1)
-            feats, _ = self._forward(
-                ids, self._mask_for_model(mask[:, None], pos + p, p), pos + p, past
-            )
+            if all(len(r.members) == 1 for r in chunk):
+                # plain causal rows (perplexity windows): a padding mask, and the model's own
+                # causal (and sliding-window) masking, with no [W x W] tensor built here
+                mask = torch.cat(
+                    [torch.ones(len(chunk), p, dtype=torch.long), (seg != -2).long()], 1
+                )
+            else:
+                # a token sees the context and the earlier tokens of its own continuation
+                sk, sq = seg[:, None, :], seg[:, :, None]
+                mask = ((sk == -1) | (sk == sq)) & (sk != -2)
+                mask &= torch.ones(width, width, dtype=torch.bool).tril()
+                mask |= torch.eye(width, dtype=torch.bool)  # pad rows see themselves: no NaN
+                if p:
+                    mask = torch.cat([torch.ones(len(chunk), width, p, dtype=torch.bool), mask], -1)
+                mask = self._mask_for_model(mask[:, None], pos + p, p)
+            feats, _ = self._forward(ids, mask, pos + p, past)
             # every scored token: (row, column that predicts it, target)
             spots = [(b, c, t) for b, r in enumerate(chunk) for c, t in r.spots]
             flat = torch.tensor([b * width + c for b, c, _ in spots])
