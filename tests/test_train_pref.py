@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from zephyr.errors import ZephyrError
-from zephyr.train.config import PrefConfig
+from zephyr.train.config import LoraSection, PrefConfig
 from zephyr.train.losses import dpo_loss, ipo_loss, kto_kl, kto_loss
 
 FIXTURES = Path(__file__).parent / "fixtures" / "train"
@@ -163,3 +163,76 @@ def test_ipo_and_kto_train(tiny_model, tmp_path, monkeypatch, loss):
     info = train_pref(cfg, str(tiny_model), FIXTURES, tmp_path / loss, 0)
     first, last = info["first_eval"], info["final_eval"]
     assert last["val_loss"] < first["val_loss"] and last["reward_acc"] > 0.5
+
+
+def _dpo_loss_and_grads(lm, batch, seed: int, plain_head: bool = False, bf16: bool = False):
+    """Summed DPO-style objective on a shared-prefix batch; LoRA grads; plain head if asked."""
+    from zephyr.train.policy import TokenLogps, autocast
+
+    net = TokenLogps(lm)
+    if plain_head:  # the unchunked reference: full logits, autograd through cross_entropy
+        causal = lm.get_base_model()
+
+        def net(ids, mask, pos, src, tgt):
+            h = causal.model(input_ids=ids, attention_mask=mask, position_ids=pos).last_hidden_state
+            logits = causal.lm_head(h.reshape(-1, h.shape[-1])[src])
+            return -F.cross_entropy(logits.float(), tgt, reduction="none")
+
+    params = [p for p in lm.parameters() if p.requires_grad]
+    torch.manual_seed(seed)  # LoRA dropout: the same masks in both runs
+    with autocast(bf16):
+        tok = net(
+            *(batch[k] for k in ("input_ids", "attention_mask", "position_ids", "src", "tgt"))
+        )
+        logps = torch.zeros(batch["n_seg"]).index_add(0, batch["seg"], tok)
+        loss = dpo_loss(logps[0::2], logps[1::2], logps[0::2] * 0.9, logps[1::2] * 1.1, 0.5).sum()
+    grads = torch.autograd.grad(loss, params)
+    return float(loss), grads
+
+
+@pytest.mark.parametrize("bf16", [False, True])
+def test_checkpointing_and_chunked_head_keep_loss_and_grads(tiny_model, monkeypatch, bf16):
+    """gradient_checkpointing (non-reentrant, 4D prefix-sharing mask, LoRA dropout on) and the
+    chunked LM head give the loss and LoRA gradients of the plain path: to 1e-5 in fp32, to bf16
+    rounding under autocast; and the checkpointed run really recomputes the layers."""
+    from zephyr.io import read_jsonl
+    from zephyr.models import load_model
+    from zephyr.train import policy
+    from zephyr.train.batching import collate_shared
+    from zephyr.train.policy import add_lora
+    from zephyr.train.pref import encode_pairs
+
+    monkeypatch.setattr(policy, "HEAD_CHUNK", 7)  # several chunks, the last one partial
+    runs = {}
+    for gc in (False, True):
+        model, tok = load_model(tiny_model, dtype="bfloat16" if bf16 else "float32")
+        torch.manual_seed(0)
+        lm = add_lora(model, LoraSection(dropout=0.1), checkpointing=gc)
+        with torch.no_grad():  # non-zero B: every LoRA parameter gets a gradient
+            for n, p in lm.named_parameters():
+                if "lora_B" in n:
+                    p.normal_(0, 0.05)
+        lm.train()
+        calls = []
+        # a pre-hook: non-reentrant recompute stops early, right after the last saved tensor
+        lm.get_base_model().model.layers[0].mlp.register_forward_pre_hook(
+            lambda *a, c=calls: c.append(1)
+        )
+        pairs, _ = encode_pairs(tok, read_jsonl(FIXTURES / "pref_train.jsonl")[:4], quick())
+        batch = collate_shared(pairs, tok.pad_token_id)
+        assert batch["tgt"].numel() > 3 * 7
+        runs[gc] = _dpo_loss_and_grads(lm, batch, 1, bf16=bf16), len(calls)
+        if not gc:
+            runs["plain"] = _dpo_loss_and_grads(lm, batch, 1, plain_head=True, bf16=bf16), 0
+    assert runs[True][1] == 2 and runs[False][1] == 1  # forward + recompute vs forward only
+    (loss_gc, g_gc), (loss_0, g_0), (loss_p, g_p) = runs[True][0], runs[False][0], runs["plain"][0]
+    assert loss_gc == pytest.approx(loss_0, rel=1e-5 if not bf16 else 1e-3)
+    assert loss_0 == pytest.approx(loss_p, rel=1e-5 if not bf16 else 1e-3)
+    for a, b, c in zip(g_gc, g_0, g_p, strict=True):
+        assert float(b.abs().max()) > 0
+        if bf16:  # bf16 rounds the head's gradient matmul differently: compare whole tensors
+            assert float((a - b).norm() / b.norm()) < 2e-2
+            assert float((b - c).norm() / c.norm()) < 2e-2
+        else:
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+            torch.testing.assert_close(b, c, rtol=1e-5, atol=1e-7)

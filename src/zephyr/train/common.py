@@ -43,7 +43,7 @@ def load_policy(spec: str, cfg: TrainConfig, seed: int) -> tuple[Any, Any]:
 
     model, tok = load_model(spec, dtype="bfloat16" if use_bf16(cfg) else "float32")
     torch.manual_seed(seed)
-    return add_lora(model, cfg.lora), tok
+    return add_lora(model, cfg.lora, cfg.gradient_checkpointing), tok
 
 
 def capped_rows(path: Path, cap: int, seed: int) -> list[dict]:

@@ -42,6 +42,9 @@ class TrainConfig:
     max_train: int = 0  # cap on training rows (0: all), first rows after a seeded shuffle
     max_val: int = 200  # cap on validation rows
     merge: bool = True  # also save the merged full model to model/ (later stages load it)
+    # recompute each decoder layer in the backward instead of storing its activations: less peak
+    # memory for one more forward pass per step
+    gradient_checkpointing: bool = False
 
 
 @dataclass

@@ -26,13 +26,16 @@ def bf16_supported() -> bool:
     return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
-def autocast(enabled: bool):
+def autocast(enabled: bool) -> Any:
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)
 
 
-def add_lora(model: Any, cfg: LoraSection) -> Any:
+def add_lora(model: Any, cfg: LoraSection, checkpointing: bool = False) -> Any:
+    """PEFT LoRA on `cfg.targets`; with `checkpointing`, each decoder layer's activations are
+    recomputed in the backward instead of stored (non-reentrant: works with a frozen input,
+    autocast, 4D masks and LoRA dropout, whose RNG state checkpoint replays)."""
     from peft import LoraConfig, get_peft_model
 
     present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
@@ -50,7 +53,67 @@ def add_lora(model: Any, cfg: LoraSection) -> Any:
         target_modules=targets,
         task_type="CAUSAL_LM",
     )
-    return get_peft_model(model, config)
+    lm = get_peft_model(model, config)
+    if checkpointing:
+        base = lm.get_base_model()
+        # transformers 5 renamed it; gradient_checkpointing_enable is the deprecated alias
+        enable = getattr(base, "activation_checkpointing_enable", None)
+        if enable is not None:
+            enable({"use_reentrant": False})
+        else:
+            base.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+    return lm
+
+
+HEAD_CHUNK = 512  # target rows per LM-head chunk: 512 x 49152 fp32 logits = 100 MB alive at once
+
+
+class _TargetLogps(torch.autograd.Function):
+    """log p(tgt | h) for rows of `hidden`, the LM head applied `chunk` rows at a time.
+
+    Plain autograd would keep every chunk's [rows x vocab] logits (bf16 and fp32 copies, the
+    log-softmax output) alive until the backward: on DPO batches that is most of a GB. Here the
+    gradient w.r.t. h, d log p / dh = W[tgt] - softmax(hW^T) W, is formed chunk by chunk in the
+    forward (the same two matmuls autograd would run, none recomputed) and only that [rows x hidden]
+    tensor is kept. The head weight is frozen (tied embedding, never a LoRA target), so it gets none.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, tgt, chunk: int):  # type: ignore[override]
+        need, w = ctx.needs_input_grad[0], None
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        grad = torch.empty(
+            hidden.shape if need else (0,), dtype=torch.float32, device=hidden.device
+        )
+        for s in range(0, hidden.shape[0], chunk):
+            h, t = hidden[s : s + chunk], tgt[s : s + chunk]
+            logits = F.linear(h, weight)  # autocast (if on) makes this the bf16 matmul
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            out[s : s + chunk] = logp.gather(1, t[:, None])[:, 0]
+            if need:
+                w = weight.to(logits.dtype) if w is None else w  # a copy only if autocast casts
+                prob = logp.exp_().to(logits.dtype)
+                del logits, logp
+                grad[s : s + chunk] = w[t].float() - (prob @ w).float()
+        ctx.hidden_dtype = hidden.dtype
+        if need:
+            ctx.save_for_backward(grad)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):  # type: ignore[override]
+        (grad,) = ctx.saved_tensors
+        return (g[:, None] * grad).to(ctx.hidden_dtype), None, None, None
+
+
+def target_logps(hidden: torch.Tensor, head: nn.Module, tgt: torch.Tensor) -> torch.Tensor:
+    """log p(tgt) of each row of `hidden` under the LM head, fp32, chunked (see _TargetLogps)."""
+    if head.weight.requires_grad or getattr(head, "bias", None) is not None:
+        # a trained or biased head needs the plain path (its weight gradient)
+        return -F.cross_entropy(head(hidden).float(), tgt, reduction="none")
+    return _TargetLogps.apply(hidden, head.weight, tgt, HEAD_CHUNK)
 
 
 class TokenLogps(nn.Module):
@@ -69,8 +132,7 @@ class TokenLogps(nn.Module):
             use_cache=False,
         ).last_hidden_state
         picked = hidden.reshape(-1, hidden.shape[-1])[src]
-        logits = causal.lm_head(picked)
-        return -F.cross_entropy(logits.float(), tgt, reduction="none")
+        return target_logps(picked, causal.lm_head, tgt)
 
 
 def seq_logps(net: nn.Module, batch: dict) -> torch.Tensor:
