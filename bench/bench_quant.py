@@ -21,7 +21,7 @@ import torch
 from rich.console import Console
 
 from zephyr.quantize.compare import CompareConfig, compare_models, print_table
-from zephyr.quantize.methods import QuantizeConfig, quantize
+from zephyr.quantize.methods import QuantizeConfig, config_for, quantize
 
 
 def perturb(spec: str, out: Path, seed: int = 0) -> Path:
@@ -54,24 +54,24 @@ def main() -> None:
     ap.add_argument("--ppl-tokens", type=int, default=16384)
     ap.add_argument("--eval-limit", type=int, default=0)
     ap.add_argument("--data-root", type=Path, default=Path("../shared/data"))
+    ap.add_argument("--quantize-only", action="store_true", help="write the artifacts, no compare")
     args = ap.parse_args()
     console = Console()
     args.out.mkdir(parents=True, exist_ok=True)
     src = str(perturb(args.model, args.out / "source")) if args.perturb else args.model
     artifacts, seconds = {}, {}
     for label in args.methods.split(","):
-        method, _, variant = label.partition("-")
-        cfg = QuantizeConfig(
-            method=method,
-            group_size=32 if variant == "g32" else args.group_size,
-            quantize_embedding=variant == "emb",
-        )
+        # METHOD[-gN][-emb]: e.g. int4-g32, int8-emb, gptq-g32-emb
+        cfg = config_for(label, QuantizeConfig(group_size=args.group_size))
         path = args.out / label
         if not (path / "quantization.json").exists():
             t0 = time.time()
             quantize(src, path, cfg, data_root=args.data_root, console=console)
             seconds[label] = time.time() - t0
         artifacts[label] = str(path)
+    if args.quantize_only:
+        print(" ".join(f"quantize_s_{k}={v:.1f}" for k, v in seconds.items()))
+        return
     note = "M0 perturbed off its Q4_1 grid (stand-in for a trained model)" if args.perturb else ""
     cfg = CompareConfig(ppl_tokens=args.ppl_tokens, eval_limit=args.eval_limit)
     report = compare_models(

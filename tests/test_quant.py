@@ -125,6 +125,29 @@ def test_easyquant_beats_rtn_and_keeps_outliers_exact(artifacts):
     assert 0 < e["outlier_fraction"] < 0.02
 
 
+def test_easyquant_fast_search_loss_matches_the_reference():
+    # the in-place search loss must rank ranges exactly like the autograd-friendly one
+    torch.manual_seed(0)
+    w = torch.randn(32, 128) * 0.02
+    g = w.reshape(32, 2, 64)
+    keep = (torch.rand_like(g) > 0.01).float()
+    lo, hi = g.amin(-1) * 0.9, g.amax(-1) * 0.8
+    ref = easyquant._group_loss(g, keep, lo, hi)
+    assert torch.allclose(easyquant._search_loss(g, keep, lo, hi), ref, rtol=1e-4, atol=1e-12)
+
+
+def test_method_labels():
+    from zephyr.quantize.methods import config_for
+
+    cfg = config_for("gptq-g32-emb", QuantizeConfig(group_size=64, calib_samples=8))
+    assert (cfg.method, cfg.group_size, cfg.quantize_embedding) == ("gptq", 32, True)
+    assert cfg.calib_samples == 8  # the rest comes from the base config
+    assert config_for("int4").group_size == 64 and not config_for("int4").quantize_embedding
+    for bad in ("int4-g48", "int4-fast", "nf4"):
+        with pytest.raises(ZephyrError):
+            config_for(bad)
+
+
 def test_outliers_are_exact_at_runtime(artifacts, tiny_model):
     from safetensors.torch import load_file
 
@@ -265,3 +288,14 @@ def test_peak_rss_is_the_childs_own_not_the_parents():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert float(out.stdout) < 300, "a small child must not report its parent's 400 MB"
     del ballast
+
+
+def test_wikitext_prefix_tokenization_matches_the_full_file(tiny_model, shared_data):
+    # compare tokenizes only a prefix of test.txt: the ids must be those of the whole file
+    from zephyr.quantize.compare import wikitext_ids
+
+    _, tok = load_model(str(tiny_model))
+    text = (shared_data / "wikitext-2" / "test.txt").read_text(encoding="utf-8")
+    full = tok(text[:200_000], add_special_tokens=False)["input_ids"]
+    for n in (100, 3000):
+        assert wikitext_ids(tok, shared_data, n) == full[:n]

@@ -17,24 +17,33 @@ from zephyr.quantize.qlora import QLoRAConfig, train
 def test_stage_quantizes_and_compares(tiny_model, shared_data, tmp_path):
     recipe = Recipe(model=str(tiny_model), data_root=str(shared_data))
     section = {
-        "methods": ["int8"],
-        "quantize_embedding": True,
+        "methods": ["int8-emb"],  # a label: int8 linears, -emb adds the int8 embedding
         "ppl_tokens": 256,
         "gen_runs": 1,
+        "eval_limit": 2,  # accuracy columns on the same 2 items per task, with intervals
     }
     ctx = StageContext("quantize", recipe, section, tmp_path, {}, tmp_path, Console(quiet=True))
     stage.run(ctx)
-    assert (tmp_path / "int8" / "quantization.json").exists()
+    assert (tmp_path / "int8-emb" / "quantization.json").exists()
     report = json.loads((tmp_path / "compare.json").read_text())
     rows = report["models"]
-    assert set(rows) == {"fp32", "bf16", "int8"}
+    assert set(rows) == {"fp32", "bf16", "int8-emb"}
     assert rows["fp32"]["size_x_fp32"] == 1.0
-    assert rows["int8"]["size_x_fp32"] < 0.3  # int8 linears and embedding: about a quarter
-    assert abs(rows["int8"]["ppl_x_fp32"] - 1) < 0.01
+    assert rows["int8-emb"]["embedding"] == "int8" and rows["int8-emb"]["bits"] == 8
+    assert rows["int8-emb"]["size_x_fp32"] < 0.3  # int8 linears and embedding: about a quarter
+    assert abs(rows["int8-emb"]["ppl_x_fp32"] - 1) < 0.01
     assert abs(rows["bf16"]["ppl_x_fp32"] - 1) < 0.02
     for r in rows.values():
         assert r["tokens_per_s"] > 0 and r["peak_rss_mb"] > 0
         assert r["ppl_detail"]["tokens"] >= 200
+        for task in ("hellaswag", "arc_challenge", "mmlu"):
+            acc = r["tasks"][task]
+            assert acc["n"] == 2 and acc["ci95"][0] <= acc["value"] <= acc["ci95"][1], task
+    assert r["quantize_s"] > 0  # the last row is an artifact: its quantization time is kept
+    console = Console(record=True, width=400)
+    stage.print_table(report, console)
+    text = console.export_text()
+    assert "mmlu (n=2)" in text and "int8-emb" in text
     assert json.loads((tmp_path / "quantize.json").read_text())["source"] == str(tiny_model)
 
 

@@ -57,6 +57,14 @@ def register(app: typer.Typer) -> None:
         ppl_tokens: Annotated[
             int, typer.Option(help="--compare: WikiText-2 test tokens scored")
         ] = 16384,
+        compare_also: Annotated[
+            str,
+            typer.Option(
+                help="--compare: more METHOD[-gN][-emb] labels quantized beside OUT and compared "
+                "in the same table, e.g. int8,int8-emb"
+            ),
+        ] = "",
+        gen_runs: Annotated[int, typer.Option(help="--compare: generation runs (median)")] = 2,
         eval_limit: Annotated[
             int, typer.Option(help="--compare: items per accuracy task (0: skip the tasks)")
         ] = 0,
@@ -95,12 +103,25 @@ def register(app: typer.Typer) -> None:
         path = run_quantize(model, out, cfg, data_root=data_root, console=console)
         if compare:
             from zephyr.quantize.compare import CompareConfig, compare_models, print_table
+            from zephyr.quantize.methods import config_for
 
+            label = f"{method}-g{group_size}" if method != "int8" else method
+            label += "-emb" if quantize_embedding else ""
+            artifacts = {label: str(path)}
+            for extra in filter(None, (x.strip() for x in compare_also.split(","))):
+                other = path.parent / f"{path.name}-{extra}"
+                if not (other / "quantization.json").exists():
+                    run_quantize(
+                        model, other, config_for(extra, cfg), data_root=data_root, console=console
+                    )
+                artifacts[extra] = str(other)
             report = compare_models(
                 model,
-                {method: str(path)},
+                artifacts,
                 path / "compare.json",
-                CompareConfig(ppl_tokens=ppl_tokens, eval_limit=eval_limit, seed=seed),
+                CompareConfig(
+                    ppl_tokens=ppl_tokens, gen_runs=gen_runs, eval_limit=eval_limit, seed=seed
+                ),
                 data_root,
                 console,
             )

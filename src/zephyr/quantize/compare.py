@@ -47,8 +47,17 @@ def wikitext_ids(tok: Any, data_root: Path, n_tokens: int) -> list[int]:
         raise ZephyrError(
             f"{path} not found; pass --data-root pointing at a folder laid out like ../shared/data"
         )
-    ids = tok(path.read_text(encoding="utf-8"), add_special_tokens=False)["input_ids"]
-    return ids[:n_tokens] if n_tokens else ids
+    text = path.read_text(encoding="utf-8")
+    if not n_tokens:
+        return tok(text, add_special_tokens=False)["input_ids"]
+    # tokenizing all ~290k tokens took most of a small run: tokenize a prefix with a margin
+    # (BPE pieces far from the cut are the same), doubling it until it holds n_tokens + 64
+    chars = n_tokens * 6
+    while True:
+        ids = tok(text[:chars], add_special_tokens=False)["input_ids"]
+        if len(ids) >= n_tokens + 64 or chars >= len(text):
+            return ids[:n_tokens]
+        chars *= 2
 
 
 def perplexity(model: Any, ids: list[int], window: int = 512, stride: int = 256) -> dict:
@@ -252,8 +261,10 @@ def compare_models(
                         "weight_rel_error",
                         "outlier_fraction",
                         "skipped",
+                        "seconds",
                     )
                 }
+                meta["quantize_s"] = meta.pop("seconds")
             rows[label] = {"spec": spec, "disk_mb": size, **m, **meta}
             bar.advance(task)
     base = rows["fp32"]
@@ -281,23 +292,28 @@ def grid_note(source: str) -> str:
     return ""
 
 
+def _acc_cell(r: dict, task: str) -> str:
+    a = (r.get("tasks") or {}).get(task)
+    if not isinstance(a, dict) or "value" not in a:
+        return ""
+    lo, hi = a["ci95"] or (float("nan"), float("nan"))
+    return f"{a['value']:.3f} [{lo:.2f},{hi:.2f}]"
+
+
 def print_table(report: dict, console: Console | None = None) -> None:
+    """One row per model: size, RSS, speed, perplexity (each with its ratio to fp32), the
+    quantization's weight error and seconds, and accuracy [95% CI] when eval_limit was set."""
     console = console or Console()
+    rows = report["models"]
+    tasks = [t for t in TASKS if any(_acc_cell(r, t) for r in rows.values())]
+    n = {t: next(r["tasks"][t]["n"] for r in rows.values() if _acc_cell(r, t)) for t in tasks}
     t = Table(title=f"quantization vs fp32: {report['source']}")
-    for col in (
-        "model",
-        "disk MB",
-        "x fp32",
-        "peak RSS MB",
-        "tok/s",
-        "x fp32 ",
-        "wikitext ppl",
-        "x fp32  ",
-        "weight err",
-    ):
+    cols = ["model", "disk MB", "x fp32", "peak RSS MB", "tok/s", "x fp32 ", "wikitext ppl"]
+    cols += ["x fp32  ", "weight err", "quant s"] + [f"{k} (n={n[k]})" for k in tasks]
+    for col in cols:
         t.add_column(col, justify="right")
-    for label, r in report["models"].items():
-        err = r.get("weight_rel_error")
+    for label, r in rows.items():
+        err, secs = r.get("weight_rel_error"), r.get("quantize_s")
         t.add_row(
             label,
             f"{r['disk_mb']:.1f}",
@@ -308,8 +324,12 @@ def print_table(report: dict, console: Console | None = None) -> None:
             f"{r['wikitext_ppl']:.3f}",
             f"{r['ppl_x_fp32']:.4f}",
             "" if err is None else f"{err:.2e}",
+            "" if secs is None else f"{secs:.0f}",
+            *[_acc_cell(r, k) for k in tasks],
         )
     console.print(t)
+    if tasks:
+        console.print("accuracy: the same seeded items for every model; [95% percentile bootstrap]")
     if report.get("note"):
         console.print(f"[yellow]note:[/] {report['note']}")
 

@@ -36,6 +36,24 @@ class QuantizeConfig:
     seed: int = 0
 
 
+def config_for(label: str, base: QuantizeConfig | None = None) -> QuantizeConfig:
+    """A method label as the stage, the bench and `--compare-also` write it -> its config:
+    `METHOD[-gN][-emb]`, e.g. `int8-emb` (int8 + int8 embedding) or `gptq-g32-emb`."""
+    method, *variants = label.split("-")
+    cfg = dataclasses.replace(base or QuantizeConfig(), method=method)
+    for v in variants:
+        if v == "emb":
+            cfg.quantize_embedding = True
+        elif v.startswith("g") and v[1:].isdigit():
+            cfg.group_size = int(v[1:])
+        else:
+            raise ZephyrError(
+                f"method label '{label}': unknown variant '{v}'; write METHOD[-gN][-emb], e.g. int4-g32-emb"
+            )
+    check_config(cfg)
+    return cfg
+
+
 def source_hash(path: str | Path) -> str:
     """sha256 over a model dir's weight and adapter files (and its base's, for an adapter)."""
     p = Path(path)

@@ -12,14 +12,16 @@ from zephyr.config import from_dict
 from zephyr.io import write_json
 from zephyr.pipeline import StageContext
 from zephyr.quantize.compare import CompareConfig, compare_models, print_table
-from zephyr.quantize.methods import QuantizeConfig, quantize
+from zephyr.quantize.methods import QuantizeConfig, config_for, quantize
 
 SOURCES = ("dpo", "kto", "sft")  # the most-trained upstream model wins
 
 
 @dataclass
 class QuantizeSection:
-    methods: list[str] = field(default_factory=lambda: ["int8", "int4", "easyquant"])
+    # METHOD[-gN][-emb] labels (zephyr.quantize.methods.config_for): gN overrides group_size,
+    # -emb adds the int8 embedding, e.g. [int8, int8-emb, awq-g32]
+    methods: list[str] = field(default_factory=lambda: ["int8", "int8-emb", "int4"])
     source: str | None = None  # sft | dpo | kto | a model spec; default: the most-trained model
     group_size: int = 64
     quantize_embedding: bool = False
@@ -50,22 +52,22 @@ def run(ctx: StageContext) -> None:
     src = source_model(ctx, sec)
     ctx.console.print(f"quantizing {src} with {', '.join(sec.methods)}")
     artifacts = {}
-    for method in sec.methods:
-        out = ctx.out_dir / method
+    base = QuantizeConfig(
+        group_size=sec.group_size,
+        quantize_embedding=sec.quantize_embedding,
+        skip_indivisible=sec.skip_indivisible,
+        n_sigma=sec.n_sigma,
+        steps=sec.steps,
+        calib=str(ctx.path(sec.calib)) if sec.calib else None,
+        calib_samples=sec.calib_samples,
+        seed=ctx.recipe.seed,
+    )
+    cfgs = {label: config_for(label, base) for label in sec.methods}  # bad labels fail first
+    for label, cfg in cfgs.items():
+        out = ctx.out_dir / label
         if not (out / "quantization.json").exists():  # a rerun after a crash keeps finished ones
-            cfg = QuantizeConfig(
-                method=method,
-                group_size=sec.group_size,
-                quantize_embedding=sec.quantize_embedding,
-                skip_indivisible=sec.skip_indivisible,
-                n_sigma=sec.n_sigma,
-                steps=sec.steps,
-                calib=str(ctx.path(sec.calib)) if sec.calib else None,
-                calib_samples=sec.calib_samples,
-                seed=ctx.recipe.seed,
-            )
             quantize(src, out, cfg, data_root=ctx.data_root, console=ctx.console)
-        artifacts[method] = str(out)
+        artifacts[label] = str(out)
     if sec.compare:
         cfg = CompareConfig(
             ppl_tokens=sec.ppl_tokens,
