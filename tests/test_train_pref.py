@@ -234,5 +234,6 @@ def test_checkpointing_and_chunked_head_keep_loss_and_grads(tiny_model, monkeypa
             assert float((a - b).norm() / b.norm()) < 2e-2
             assert float((b - c).norm() / c.norm()) < 2e-2
         else:
-            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
-            torch.testing.assert_close(b, c, rtol=1e-5, atol=1e-7)
+            # fp32, the same math in another order (chunks, thread count): rounding-level only
+            torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+            torch.testing.assert_close(b, c, rtol=1e-4, atol=1e-6)
