@@ -228,3 +228,39 @@ def fit(
         cfg.keep_checkpoints,
     )
     return rows
+
+
+def fit_and_save(
+    cfg: TrainConfig,
+    task: Task,
+    lm: Any,
+    tok: Any,
+    accelerator: Any,
+    out_dir: Path,
+    seed: int,
+    console: Any,
+    halt_after: int | None,
+    bf16: bool,
+    inputs: list[Path],
+    **extra: Any,
+) -> dict:
+    """`fit`, then adapter/model/plots/train.json from the main process; every process waits."""
+    from zephyr.train.common import save_outputs
+
+    fit(cfg, task, lm, accelerator, out_dir, seed, console, halt_after, bf16)
+    accelerator.wait_for_everyone()
+    info = {}
+    if accelerator.is_main_process:
+        info = save_outputs(
+            lm,
+            tok,
+            out_dir,
+            cfg,
+            inputs,
+            seed=seed,
+            bf16=bf16,
+            world=accelerator.num_processes,
+            **extra,
+        )
+    accelerator.wait_for_everyone()
+    return info

@@ -32,10 +32,10 @@ from zephyr.train.batching import (
     plan_epoch,
 )
 from zephyr.train.common import accelerator as make_accelerator
-from zephyr.train.common import capped_rows, load_policy, save_outputs, to_device, use_bf16
+from zephyr.train.common import capped_rows, load_policy, to_device, use_bf16
 from zephyr.train.config import PrefConfig
 from zephyr.train.encode import PairExample, encode_pair
-from zephyr.train.loop import Task, fit
+from zephyr.train.loop import Task, fit_and_save
 from zephyr.train.losses import dpo_loss, ipo_loss, kto_kl, kto_loss
 from zephyr.train.policy import TokenLogps, autocast, seg_counts, seq_logps
 
@@ -266,28 +266,20 @@ def train_pref(
         raise ZephyrError(
             f"{train_path} gives {len(task.lengths)} usable rows, fewer than one step ({step_rows}); lower micro_batch or grad_accum"
         )
-    fit(cfg, task, lm, acc, out_dir, seed, console, halt_after, bf16)
-    acc.wait_for_everyone()
-    info = {}
-    if acc.is_main_process:
-        info = save_outputs(
-            lm,
-            tok,
-            out_dir,
-            cfg,
-            [train_path, val_path],
-            kind=cfg.loss,
-            base=str(model),
-            seed=seed,
-            bf16=bf16,
-            world=world,
-            ref_cache={"path": str(path), "hit": hit},
-            rows={
-                "train": len(pairs),
-                "val": len(val),
-                "dropped": dropped,
-                "val_dropped": val_dropped,
-            },
-        )
-    acc.wait_for_everyone()
-    return info
+    return fit_and_save(
+        cfg,
+        task,
+        lm,
+        tok,
+        acc,
+        out_dir,
+        seed,
+        console,
+        halt_after,
+        bf16,
+        [train_path, val_path],
+        kind=cfg.loss,
+        base=str(model),
+        ref_cache={"path": str(path), "hit": hit},
+        rows={"train": len(pairs), "val": len(val), "dropped": dropped, "val_dropped": val_dropped},
+    )

@@ -17,10 +17,10 @@ import torch
 from zephyr.errors import ZephyrError
 from zephyr.train.batching import collate_sft
 from zephyr.train.common import accelerator as make_accelerator
-from zephyr.train.common import capped_rows, load_policy, save_outputs, to_device, use_bf16
+from zephyr.train.common import capped_rows, load_policy, to_device, use_bf16
 from zephyr.train.config import SFTConfig
 from zephyr.train.encode import encode_sft
-from zephyr.train.loop import Task, fit
+from zephyr.train.loop import Task, fit_and_save
 from zephyr.train.policy import TokenLogps
 
 
@@ -108,25 +108,22 @@ def train_sft(
             f"{'bf16 autocast (AMX/AVX512-BF16 CPU)' if bf16 else 'fp32'}"
         )
     task = sft_task(examples, val, tok.pad_token_id, cfg.micro_batch, acc)
-    fit(cfg, task, lm, acc, out_dir, seed, console, halt_after, bf16)
-    acc.wait_for_everyone()
-    info = {}
-    if acc.is_main_process:
-        info = save_outputs(
-            lm,
-            tok,
-            out_dir,
-            cfg,
-            [train_path, val_path],
-            kind="sft",
-            base=model,
-            seed=seed,
-            bf16=bf16,
-            world=acc.num_processes,
-            rows={"train": len(examples), "val": len(val), "dropped": dropped},
-        )
-    acc.wait_for_everyone()
-    return info
+    return fit_and_save(
+        cfg,
+        task,
+        lm,
+        tok,
+        acc,
+        out_dir,
+        seed,
+        console,
+        halt_after,
+        bf16,
+        [train_path, val_path],
+        kind="sft",
+        base=model,
+        rows={"train": len(examples), "val": len(val), "dropped": dropped},
+    )
 
 
 __all__ = ["train_sft", "TokenLogps"]
