@@ -15,7 +15,7 @@ from zephyr.errors import ZephyrError
 from zephyr.models import load_model
 from zephyr.quantize import awq, easyquant, gptq, rtn
 from zephyr.quantize.compare import perplexity
-from zephyr.quantize.methods import QuantizeConfig, quantize
+from zephyr.quantize.methods import QuantizeConfig, label_of, quantize, targets_of
 from zephyr.quantize.qweight import pack_int4, rel_error, unpack_int4
 
 METHODS = ["int8", "int4", "hqq", "easyquant", "gptq", "awq"]
@@ -146,6 +146,11 @@ def test_method_labels():
     for bad in ("int4-g48", "int4-fast", "nf4"):
         with pytest.raises(ZephyrError):
             config_for(bad)
+    with pytest.raises(ZephyrError, match="--lora-base"):
+        config_for("int4-g32-lora")  # nothing to keep the fine-tuning over
+    cfg = config_for("easyquant-g32-emb-lora", QuantizeConfig(lora_base="smollm2-135m"))
+    assert cfg.lora and cfg.quantize_embedding and cfg.group_size == 32
+    assert label_of(cfg) == "easyquant-g32-emb-lora" and label_of(config_for("int8")) == "int8"
 
 
 def test_outliers_are_exact_at_runtime(artifacts, tiny_model):
@@ -299,3 +304,54 @@ def test_wikitext_prefix_tokenization_matches_the_full_file(tiny_model, shared_d
     full = tok(text[:200_000], add_special_tokens=False)["input_ids"]
     for n in (100, 3000):
         assert wikitext_ids(tok, shared_data, n) == full[:n]
+
+
+def test_lora_variant_keeps_a_finetune_that_rounding_would_erase(tiny_model, tmp_path):
+    # The demo's situation in miniature: a base whose linears already lie on the int4 g32 grid
+    # (M0 was unpacked from a Q4_1 GGUF) and a rank-2 "fine-tune" smaller than half a 4-bit step.
+    model, tok = load_model(str(tiny_model))
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for mod in targets_of(model).values():
+            mod.weight.copy_(rtn.int4(mod.weight.float(), 32).dequantize())
+        model.save_pretrained(tmp_path / "base")
+        tok.save_pretrained(tmp_path / "base")
+        for mod in targets_of(model).values():
+            d = torch.randn(mod.weight.shape[0], 2) @ torch.randn(2, mod.weight.shape[1])
+            mod.weight.add_(d * (0.03 * mod.weight.norm() / d.norm()))
+    model.save_pretrained(tmp_path / "tuned")
+    tok.save_pretrained(tmp_path / "tuned")
+    tuned = str(tmp_path / "tuned")
+    merged = quantize(tuned, tmp_path / "merged", QuantizeConfig(method="int4", group_size=32))
+    cfg = QuantizeConfig(method="int4", group_size=32, lora=True, lora_base=str(tmp_path / "base"))
+    kept = quantize(tuned, tmp_path / "kept", cfg)
+    meta = json.loads((kept / "quantization.json").read_text())
+    assert {v["lora_rank"] for v in meta["layers"].values()} == {2}  # the delta's rank, found
+    assert meta["lora"]["delta_rel_residual"] < 1e-4
+    merged_err = json.loads((merged / "quantization.json").read_text())["weight_rel_error"]
+    assert merged_err > 1e-4 and meta["weight_rel_error"] < merged_err / 20
+
+    ids = _ids(tok)
+    with torch.no_grad():
+        ref = model(ids).logits.float()[0]
+        base_logits = load_model(str(tmp_path / "base"))[0](ids).logits.float()[0]
+        kept_logits = load_model(str(kept))[0](ids).logits.float()[0]
+        merged_logits = load_model(str(merged))[0](ids).logits.float()[0]
+    tuning = (ref - base_logits).abs().mean()
+    assert (merged_logits - ref).abs().mean() > 0.5 * tuning  # rounding undid most of it
+    assert (kept_logits - ref).abs().mean() < 0.2 * tuning  # the kept factors did not
+    script = (
+        "import sys, torch\n"
+        "from zephyr.models import load_model\n"
+        "m, tok = load_model(sys.argv[1])\n"
+        "ids = tok(sys.argv[2], return_tensors='pt').input_ids\n"
+        "print(m(ids).logits[0, -1, :5].float().tolist())\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script, str(kept), TEXT], capture_output=True, text=True
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    fresh = torch.tensor(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert torch.allclose(fresh, kept_logits[-1, :5], atol=1e-5)  # reloads with its factors
+    with pytest.raises(ZephyrError, match="lora-base"):
+        quantize(tuned, tmp_path / "bad", QuantizeConfig(method="int4", lora=True))

@@ -4,9 +4,10 @@ Layout of an artifact directory (written to a temp dir, then renamed):
     config.json, generation_config.json, tokenizer files   (as save_pretrained writes them)
     model.safetensors   plain tensors: unquantized params in the runtime dtype, and for each
                         quantized linear `<name>.qweight` (+ `.scales/.zeros` int4 or `.scale`
-                        int8, + `.outlier_idx/.outlier_val` for easyquant)
+                        int8, + `.outlier_idx/.outlier_val` for easyquant, + `.lora_A/.lora_B`
+                        bf16 factors for the -lora variant)
     quantization.json   method, bits, group size, quantized and skipped layers, embedding,
-                        weight errors, source model hash, provenance
+                        weight errors, source model hash, lora base and ranks, provenance
 
 Everything is safetensors (no pickle): torchao's int4 CPU tensor cannot be serialised, so we
 store its codes and rebuild the tensor at load time.
@@ -24,11 +25,20 @@ import torch
 
 from zephyr.errors import ZephyrError
 from zephyr.io import read_json, write_json
-from zephyr.quantize.qweight import Int4Weight, Int8Embedding, Int8Weight, add_outlier_hook
+from zephyr.quantize.qweight import (
+    Int4Weight,
+    Int8Embedding,
+    Int8Weight,
+    add_lora_hook,
+    add_outlier_hook,
+)
 
 FORMAT = "zephyr-quant/1"
 EMBED = "model.embed_tokens"
-QUANT_SUFFIXES = ("qweight", "scales", "zeros", "scale", "outlier_idx", "outlier_val", "act_scale")
+QUANT_SUFFIXES = (
+    *("qweight", "scales", "zeros", "scale", "outlier_idx", "outlier_val", "act_scale"),
+    *("lora_A", "lora_B"),
+)
 
 
 def save_artifact(
@@ -38,8 +48,10 @@ def save_artifact(
     embedding: Int8Weight | None,
     meta: dict,
     out: Path,
+    extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write the artifact atomically: everything goes to a temp dir beside `out`, then a rename."""
+    """Write the artifact atomically: everything goes to a temp dir beside `out`, then a rename.
+    `extra` tensors (the -lora variant's `<name>.lora_A/B`) are stored as they are."""
     from safetensors.torch import save_file
 
     dtype = getattr(torch, meta["dtype"])
@@ -59,6 +71,7 @@ def save_artifact(
                 sd[name] = t.detach().to(dtype if t.is_floating_point() else t.dtype).contiguous()
         for name, w in weights.items():
             sd.update(w.tensors(name))
+        sd.update(extra or {})
         if embedding is not None:
             sd.update(embedding.tensors(EMBED))
             if not tied:
@@ -118,6 +131,8 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
         else:
             w = Int8Weight.from_tensors(sd, name)
             mod.weight = torch.nn.Parameter(w.runtime(dtype), requires_grad=False)
+        if info.get("lora_rank"):  # the fine-tuning, kept unmerged over the quantized base
+            add_lora_hook(mod, sd[f"{name}.lora_A"].to(dtype), sd[f"{name}.lora_B"].to(dtype))
         for suffix in QUANT_SUFFIXES:
             sd.pop(f"{name}.{suffix}", None)
     if meta.get("embedding"):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -42,6 +43,13 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="easyquant: gradient steps after the range search")
         ] = 0,
         train_steps: Annotated[int, typer.Option(help="qlora: training steps")] = 20,
+        lora_base: Annotated[
+            str | None,
+            typer.Option(
+                help="Quantize this base instead and keep MODEL's fine-tuning (MODEL - base) as "
+                "bf16 low-rank factors on top (label suffix -lora)"
+            ),
+        ] = None,
         n_sigma: Annotated[
             float, typer.Option(help="easyquant: outlier threshold (std devs of the row)")
         ] = 3.0,
@@ -60,8 +68,8 @@ def register(app: typer.Typer) -> None:
         compare_also: Annotated[
             str,
             typer.Option(
-                help="--compare: more METHOD[-gN][-emb] labels quantized beside OUT and compared "
-                "in the same table, e.g. int8,int8-emb"
+                help="--compare: more METHOD[-gN][-emb][-lora] labels quantized beside OUT and "
+                "compared in the same table, e.g. int8,int8-emb (-lora needs --lora-base)"
             ),
         ] = "",
         gen_runs: Annotated[int, typer.Option(help="--compare: generation runs (median)")] = 2,
@@ -96,6 +104,8 @@ def register(app: typer.Typer) -> None:
             steps=steps,
             calib=calib,
             calib_samples=calib_samples,
+            lora=lora_base is not None,
+            lora_base=lora_base,
             seed=seed,
         )
         from zephyr.quantize.methods import quantize as run_quantize
@@ -103,17 +113,14 @@ def register(app: typer.Typer) -> None:
         path = run_quantize(model, out, cfg, data_root=data_root, console=console)
         if compare:
             from zephyr.quantize.compare import CompareConfig, compare_models, print_table
-            from zephyr.quantize.methods import config_for
+            from zephyr.quantize.methods import config_for, label_of
 
-            label = f"{method}-g{group_size}" if method != "int8" else method
-            label += "-emb" if quantize_embedding else ""
-            artifacts = {label: str(path)}
+            artifacts = {label_of(cfg): str(path)}
             for extra in filter(None, (x.strip() for x in compare_also.split(","))):
                 other = path.parent / f"{path.name}-{extra}"
                 if not (other / "quantization.json").exists():
-                    run_quantize(
-                        model, other, config_for(extra, cfg), data_root=data_root, console=console
-                    )
+                    extra_cfg = config_for(extra, dataclasses.replace(cfg, lora=False))
+                    run_quantize(model, other, extra_cfg, data_root=data_root, console=console)
                 artifacts[extra] = str(other)
             report = compare_models(
                 model,

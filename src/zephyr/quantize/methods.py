@@ -1,5 +1,10 @@
 """One entry point for every method: load the unquantized model (adapters merged first), quantize
-each decoder linear, optionally the embedding, and save an artifact `load_model` accepts."""
+each decoder linear, optionally the embedding, and save an artifact `load_model` accepts.
+
+With `lora_base` (label variant `-lora`) the *base* model's linears are quantized instead and the
+fine-tuning, W_model - W_base, is kept beside them as bf16 low-rank factors applied at runtime
+(QLoRA-style inference). Why: a LoRA delta is far smaller than a 4-bit step, so merging it and then
+rounding can round the fine-tuning away (docs/quantization.md measures this on the demo's M2)."""
 
 from __future__ import annotations
 
@@ -33,22 +38,29 @@ class QuantizeConfig:
     calib: str | None = None  # gptq: a JSONL/text file (default: gsm8k train under data_root)
     calib_samples: int = 32
     calib_seqlen: int = 512
+    lora: bool = False  # keep W - W_base unmerged as low-rank bf16 factors over the quantized base
+    lora_base: str | None = None  # the model the fine-tuning started from (e.g. smollm2-135m)
+    lora_max_rank: int = 64
+    lora_tol: float = 1e-3  # relative residual of the delta's low-rank factorisation
     seed: int = 0
 
 
 def config_for(label: str, base: QuantizeConfig | None = None) -> QuantizeConfig:
     """A method label as the stage, the bench and `--compare-also` write it -> its config:
-    `METHOD[-gN][-emb]`, e.g. `int8-emb` (int8 + int8 embedding) or `gptq-g32-emb`."""
+    `METHOD[-gN][-emb][-lora]`, e.g. `int8-emb` (int8 + int8 embedding), `gptq-g32-emb`, or
+    `int4-g32-lora` (base quantized, fine-tuning kept as bf16 low-rank factors; needs lora_base)."""
     method, *variants = label.split("-")
     cfg = dataclasses.replace(base or QuantizeConfig(), method=method)
     for v in variants:
         if v == "emb":
             cfg.quantize_embedding = True
+        elif v == "lora":
+            cfg.lora = True
         elif v.startswith("g") and v[1:].isdigit():
             cfg.group_size = int(v[1:])
         else:
             raise ZephyrError(
-                f"method label '{label}': unknown variant '{v}'; write METHOD[-gN][-emb], e.g. int4-g32-emb"
+                f"method label '{label}': unknown variant '{v}'; write METHOD[-gN][-emb][-lora], e.g. int4-g32-emb"
             )
     check_config(cfg)
     return cfg
@@ -70,7 +82,18 @@ def source_hash(path: str | Path) -> str:
     return sha256_json(hashes)
 
 
+def label_of(cfg: QuantizeConfig) -> str:
+    """The inverse of config_for: int8, int4-g32, easyquant-g64-emb-lora, ..."""
+    label = cfg.method if METHODS.get(cfg.method) != 4 else f"{cfg.method}-g{cfg.group_size}"
+    return label + ("-emb" if cfg.quantize_embedding else "") + ("-lora" if cfg.lora else "")
+
+
 def check_config(cfg: QuantizeConfig) -> None:
+    if cfg.lora and not cfg.lora_base:
+        raise ZephyrError(
+            "the -lora variant keeps the fine-tuning over a quantized base: name that base with "
+            "--lora-base (e.g. --lora-base smollm2-135m), or the recipe's quantize.lora_base"
+        )
     if cfg.method not in METHODS:
         raise ZephyrError(
             f"unknown quantization method '{cfg.method}'; choose one of {', '.join(METHODS)} (or qlora for training)"
@@ -158,6 +181,46 @@ def quantize_weights(
     return out
 
 
+def split_base(
+    model: Any, targets: dict[str, torch.nn.Linear], cfg: QuantizeConfig
+) -> tuple[Any, dict[str, tuple[torch.Tensor, torch.Tensor]], dict]:
+    """Load `cfg.lora_base` and factor each target's W_model - W_base into bf16 low-rank (A, B).
+    Returns the base model (whose linears get quantized), the factors by layer, and their record."""
+    from zephyr.models import load_model, resolve
+    from zephyr.quantize.qweight import low_rank, rel_error
+
+    base, _ = load_model(cfg.lora_base, dtype="float32")
+    base_targets = targets_of(base)
+    factors, num, den, params, w2 = {}, 0.0, 0.0, 0, 0.0
+    for name, mod in targets.items():
+        ref = base_targets.get(name)
+        if ref is None or ref.weight.shape != mod.weight.shape:
+            got = None if ref is None else tuple(ref.weight.shape)
+            raise ZephyrError(
+                f"--lora-base {cfg.lora_base}: layer {name} is {got} there but "
+                f"{tuple(mod.weight.shape)} in the model; pass the model it was fine-tuned from"
+            )
+        delta = mod.weight.detach().float() - ref.weight.detach().float()
+        a, b = low_rank(delta, cfg.lora_max_rank, cfg.lora_tol)
+        a, b = a.to(torch.bfloat16).contiguous(), b.to(torch.bfloat16).contiguous()
+        d2 = float(delta.pow(2).sum())
+        num += rel_error(delta, b.float() @ a.float()) * d2 if d2 else 0.0
+        den += d2
+        w2 += float(mod.weight.detach().float().pow(2).sum())
+        params += a.numel() + b.numel()
+        factors[name] = (a, b)
+    ranks = [a.shape[0] for a, _ in factors.values()]
+    record = {
+        "base": str(cfg.lora_base),
+        "base_sha256": source_hash(resolve(cfg.lora_base)),
+        "max_rank": max(ranks, default=0),
+        "params": params,
+        "delta_rel_residual": num / den if den else 0.0,  # squared, like rel_error
+        "delta_rel_norm": den / max(w2, 1e-30),  # ||W - W_base||^2 / ||W||^2
+    }
+    return base, factors, record
+
+
 def quantize(
     spec: str,
     out: str | Path,
@@ -184,12 +247,23 @@ def quantize(
     targets = targets_of(model)
     skipped = split_divisible(targets, cfg, console)
     original = {n: m.weight.detach().float().clone() for n, m in targets.items()}
-    weights = quantize_weights(model, targets, cfg, data_root, tok)
+    if cfg.lora:
+        base, lora, lora_meta = split_base(model, targets, cfg)
+        base_targets = {n: m for n, m in targets_of(base).items() if n in targets}
+        weights = quantize_weights(base, base_targets, cfg, data_root, tok)
+        del base
+    else:
+        lora, lora_meta = {}, None
+        weights = quantize_weights(model, targets, cfg, data_root, tok)
     bits = METHODS[cfg.method]
     layers, num, den, n_out = {}, 0.0, 0.0, 0
     for name, w in weights.items():
         w0 = original[name]
-        err = rel_error(w0, w.dequantize())
+        w_hat = w.dequantize()
+        if name in lora:  # the error of what runs: quantized base + the kept delta
+            a, b = lora[name]
+            w_hat = w_hat + b.float() @ a.float()
+        err = rel_error(w0, w_hat)
         num, den = num + err * float(w0.pow(2).sum()), den + float(w0.pow(2).sum())
         outliers = 0 if getattr(w, "outlier_idx", None) is None else int(w.outlier_idx.numel())
         n_out += outliers
@@ -199,6 +273,8 @@ def quantize(
             "rel_error": err,
             "outliers": outliers,
         }
+        if name in lora:
+            layers[name]["lora_rank"] = int(lora[name][0].shape[0])
     embedding = None
     emb_error = None
     if cfg.quantize_embedding:
@@ -218,10 +294,15 @@ def quantize(
         "weight_rel_error": num / max(den, 1e-30),
         "outlier_fraction": n_out / max(n_weights, 1),
         "source": {"spec": str(spec), "path": str(src), "sha256": source_hash(src)},
+        "lora": lora_meta,
         "seconds": round(time.time() - t0, 2),
         "provenance": provenance.record(dataclasses.asdict(cfg), inputs=[]),
     }
-    path = save_artifact(model, tok, weights, embedding, meta, Path(out))
+    factors = {}
+    for name, (a, b) in lora.items():
+        if a.shape[0]:  # rank 0: this layer was not fine-tuned
+            factors |= {f"{name}.lora_A": a, f"{name}.lora_B": b}
+    path = save_artifact(model, tok, weights, embedding, meta, Path(out), extra=factors)
     console.print(
         f"{cfg.method}: {len(layers)} linears quantized, {len(skipped)} skipped, weight error "
         f"{meta['weight_rel_error']:.2e}, {meta['seconds']:.1f}s -> {path}"

@@ -187,3 +187,36 @@ def add_outlier_hook(module: torch.nn.Module, w: Int4Weight) -> None:
         return y.to(out.dtype).reshape(out.shape)
 
     module.register_forward_hook(hook)
+
+
+def low_rank(delta: torch.Tensor, max_rank: int, tol: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """delta [out, in] ~ B @ A with the smallest rank whose relative Frobenius residual is <= tol
+    (capped at max_rank). A LoRA fine-tune's delta has rank <= the sum of its adapters' ranks, so
+    this finds those factors again up to float rounding; for a full fine-tune it is an
+    approximation, and the residual is recorded. Returns (A [r, in], B [out, r]) in fp32."""
+    u, s, vh = torch.linalg.svd(delta.float(), full_matrices=False)
+    energy = s.pow(2)
+    total = float(energy.sum())
+    if total == 0.0:
+        return delta.new_zeros(0, delta.shape[1]), delta.new_zeros(delta.shape[0], 0)
+    # residual after keeping r singular values: sum of the rest, relative to the whole
+    rest = (energy.flip(0).cumsum(0).flip(0) / total).sqrt().tolist() + [0.0]
+    r = next(i for i, v in enumerate(rest) if v <= tol)
+    r = min(r, max_rank)
+    root = s[:r].sqrt()  # split sigma evenly: both factors keep a similar scale in bf16
+    return root[:, None] * vh[:r], u[:, :r] * root
+
+
+def add_lora_hook(module: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
+    """y += (x @ A^T) @ B^T: the fine-tuning kept as a small unmerged correction over the
+    quantized base, so rounding the base to 4 bits does not round the fine-tuning away."""
+    module.register_buffer("lora_a", a, persistent=False)
+    module.register_buffer("lora_b", b, persistent=False)
+
+    def hook(mod, args, out):
+        x = args[0].to(mod.lora_a.dtype)
+        return out + torch.nn.functional.linear(
+            torch.nn.functional.linear(x, mod.lora_a), mod.lora_b
+        ).to(out.dtype)
+
+    module.register_forward_hook(hook)

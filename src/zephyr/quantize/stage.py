@@ -19,8 +19,9 @@ SOURCES = ("dpo", "kto", "sft")  # the most-trained upstream model wins
 
 @dataclass
 class QuantizeSection:
-    # METHOD[-gN][-emb] labels (zephyr.quantize.methods.config_for): gN overrides group_size,
-    # -emb adds the int8 embedding, e.g. [int8, int8-emb, awq-g32]
+    # METHOD[-gN][-emb][-lora] labels (zephyr.quantize.methods.config_for): gN overrides
+    # group_size, -emb adds the int8 embedding, -lora quantizes lora_base and keeps the
+    # fine-tuning as bf16 low-rank factors on top, e.g. [int8, int8-emb, awq-g32, int4-g32-lora]
     methods: list[str] = field(default_factory=lambda: ["int8", "int8-emb", "int4"])
     source: str | None = None  # sft | dpo | kto | a model spec; default: the most-trained model
     group_size: int = 64
@@ -30,6 +31,9 @@ class QuantizeSection:
     steps: int = 0
     calib: str | None = None
     calib_samples: int = 32
+    lora_base: str | None = (
+        None  # -lora labels: the model fine-tuning started from (default: recipe's)
+    )
     compare: bool = True
     ppl_tokens: int = 4096
     gen_runs: int = 1
@@ -60,6 +64,7 @@ def run(ctx: StageContext) -> None:
         steps=sec.steps,
         calib=str(ctx.path(sec.calib)) if sec.calib else None,
         calib_samples=sec.calib_samples,
+        lora_base=sec.lora_base or ctx.recipe.model,
         seed=ctx.recipe.seed,
     )
     cfgs = {label: config_for(label, base) for label in sec.methods}  # bad labels fail first
