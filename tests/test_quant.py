@@ -306,24 +306,33 @@ def test_wikitext_prefix_tokenization_matches_the_full_file(tiny_model, shared_d
         assert wikitext_ids(tok, shared_data, n) == full[:n]
 
 
-def test_lora_variant_keeps_a_finetune_that_rounding_would_erase(tiny_model, tmp_path):
-    # The demo's situation in miniature: a base whose linears already lie on the int4 g32 grid
-    # (M0 was unpacked from a Q4_1 GGUF) and a rank-2 "fine-tune" smaller than half a 4-bit step.
+@pytest.fixture(scope="module")
+def finetune(tiny_model, tmp_path_factory) -> tuple[Path, Path]:
+    """(base, tuned): the demo's situation in miniature. The base's linears already lie on the
+    int4 g32 grid (M0 was unpacked from a Q4_1 GGUF); the tuned model adds a rank-2 delta to
+    each, smaller than half a 4-bit step (M2's LoRA deltas are a relative 5e-5)."""
+    root = tmp_path_factory.mktemp("finetune")
     model, tok = load_model(str(tiny_model))
     torch.manual_seed(1)
     with torch.no_grad():
         for mod in targets_of(model).values():
             mod.weight.copy_(rtn.int4(mod.weight.float(), 32).dequantize())
-        model.save_pretrained(tmp_path / "base")
-        tok.save_pretrained(tmp_path / "base")
+        model.save_pretrained(root / "base")
+        tok.save_pretrained(root / "base")
         for mod in targets_of(model).values():
             d = torch.randn(mod.weight.shape[0], 2) @ torch.randn(2, mod.weight.shape[1])
             mod.weight.add_(d * (0.03 * mod.weight.norm() / d.norm()))
-    model.save_pretrained(tmp_path / "tuned")
-    tok.save_pretrained(tmp_path / "tuned")
-    tuned = str(tmp_path / "tuned")
+    model.save_pretrained(root / "tuned")
+    tok.save_pretrained(root / "tuned")
+    return root / "base", root / "tuned"
+
+
+def test_lora_variant_keeps_a_finetune_that_rounding_would_erase(finetune, tmp_path):
+    base_dir, tuned_dir = finetune
+    model, tok = load_model(str(tuned_dir))
+    tuned = str(tuned_dir)
     merged = quantize(tuned, tmp_path / "merged", QuantizeConfig(method="int4", group_size=32))
-    cfg = QuantizeConfig(method="int4", group_size=32, lora=True, lora_base=str(tmp_path / "base"))
+    cfg = QuantizeConfig(method="int4", group_size=32, lora=True, lora_base=str(base_dir))
     kept = quantize(tuned, tmp_path / "kept", cfg)
     meta = json.loads((kept / "quantization.json").read_text())
     assert {v["lora_rank"] for v in meta["layers"].values()} == {2}  # the delta's rank, found
@@ -334,7 +343,7 @@ def test_lora_variant_keeps_a_finetune_that_rounding_would_erase(tiny_model, tmp
     ids = _ids(tok)
     with torch.no_grad():
         ref = model(ids).logits.float()[0]
-        base_logits = load_model(str(tmp_path / "base"))[0](ids).logits.float()[0]
+        base_logits = load_model(str(base_dir))[0](ids).logits.float()[0]
         kept_logits = load_model(str(kept))[0](ids).logits.float()[0]
         merged_logits = load_model(str(merged))[0](ids).logits.float()[0]
     tuning = (ref - base_logits).abs().mean()
@@ -355,3 +364,42 @@ def test_lora_variant_keeps_a_finetune_that_rounding_would_erase(tiny_model, tmp
     assert torch.allclose(fresh, kept_logits[-1, :5], atol=1e-5)  # reloads with its factors
     with pytest.raises(ZephyrError, match="lora-base"):
         quantize(tuned, tmp_path / "bad", QuantizeConfig(method="int4", lora=True))
+
+
+def test_artifacts_work_in_eval_chat_and_serve(artifacts, finetune, shared_data, tmp_path):
+    # the three runtime paths: int4 with outlier hooks (bf16), int8 with the int8 embedding,
+    # and a quantized base with the fine-tuning kept as low-rank factors
+    import httpx
+    from typer.testing import CliRunner
+
+    from zephyr.cli import app
+    from zephyr.tutor.audit import Audit
+    from zephyr.tutor.policy import Policy
+    from zephyr.tutor.server import ServeConfig, create_app, running
+
+    base_dir, tuned_dir = finetune
+    lora = QuantizeConfig(method="int4", group_size=32, lora=True, lora_base=str(base_dir))
+    paths = {
+        "easyquant": artifacts["easyquant"],
+        "int8-emb": artifacts["int8-emb"],
+        "int4-g32-lora": quantize(str(tuned_dir), tmp_path / "lora", lora),
+    }
+    runner = CliRunner()
+    for name, path in paths.items():
+        out = tmp_path / f"{name}.json"
+        args = ["eval", str(path), "--tasks", "arc_easy", "--limit", "2"]
+        r = runner.invoke(app, [*args, "--data-dir", str(shared_data), "--json", str(out)])
+        assert r.exit_code == 0, (name, r.output)
+        assert json.loads(out.read_text())["tasks"]["arc_easy"]["n"] == 2, name
+        args = ["chat", str(path), "--max-tokens", "4", "--temperature", "0", "--no-audit"]
+        r = runner.invoke(app, args, input="What is 2 + 2?\n/quit\n")
+        assert r.exit_code == 0 and "tutor> " in r.output, (name, r.output)
+        model, tok = load_model(str(path))
+        server = create_app(
+            model, tok, name, ServeConfig(), Audit(tmp_path / "a.sqlite"), Policy.load()
+        )
+        with running(server) as url:
+            body = {"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+            resp = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+        assert resp.status_code == 200, (name, resp.text)
+        assert 1 <= resp.json()["usage"]["completion_tokens"] <= 4, name

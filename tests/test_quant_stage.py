@@ -63,3 +63,16 @@ def test_qlora_trains_an_adapter_on_an_nf4_base(tiny_model, shared_data, tmp_pat
     assert Path(
         json.loads((out / "adapter_config.json").read_text())["base_model_name_or_path"]
     ) == Path(tiny_model)
+    # QLoRA inference: the stage quantizes the base and keeps this adapter's delta (-lora);
+    # the factorisation finds the adapter's rank again (4), and layers it left alone get none
+    recipe = Recipe(model=str(tiny_model), data_root=str(shared_data))
+    section = {"methods": ["int4-g32-lora"], "source": str(out), "compare": False}
+    ctx = StageContext(
+        "quantize", recipe, section, tmp_path / "q", {}, tmp_path, Console(quiet=True)
+    )
+    stage.run(ctx)
+    meta = json.loads((tmp_path / "q/int4-g32-lora/quantization.json").read_text())
+    ranks = {n: v.get("lora_rank", 0) for n, v in meta["layers"].items()}
+    assert meta["lora"]["base"] == str(tiny_model) and max(ranks.values()) == 4
+    assert ranks[name] == 4 and meta["lora"]["delta_rel_residual"] < 1e-4
+    assert meta["weight_rel_error"] < 1e-2

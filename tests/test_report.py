@@ -121,6 +121,34 @@ def test_report_two_models_has_deltas_and_is_self_contained(tmp_path):
     assert (tmp_path / "out/plots/train_sft.png").stat().st_size > 1000
 
 
+def test_report_shows_the_quantize_stage_comparison(tmp_path):
+    run = fake_run(tmp_path, {"M0": 0.3, "M2": 0.5})
+    rows = {}
+    for label, mb, ppl, tps in (("fp32", 513.2, 23.0, 15.0), ("int4-g32-lora", 125.9, 23.1, 21.0)):
+        rows[label] = {
+            "disk_mb": mb,
+            "peak_rss_mb": 1100.0,
+            "tokens_per_s": tps,
+            "wikitext_ppl": ppl,
+            "size_x_fp32": mb / 513.2,
+            "ppl_x_fp32": ppl / 23.0,
+            "speed_x_fp32": tps / 15.0,
+            "tasks": {"mmlu": {"value": 0.26, "ci95": [0.2, 0.33], "n": 50}},
+        }
+    rows["int4-g32-lora"] |= {"weight_rel_error": 3.1e-10, "quantize_s": 26.0}
+    compare = {"source": "/runs/dpo/model", "config": {"ppl_tokens": 4096}, "models": rows}
+    (run / "quantize-1").mkdir()
+    (run / "quantize-1/compare.json").write_text(json.dumps(compare))
+    paths = report.write_report([run], tmp_path / "out", plots=False)
+    md, page = paths["md"].read_text(), paths["html"].read_text()
+    assert "## Table 2: quantization of `/runs/dpo/model`" in md
+    row = next(line for line in md.splitlines() if line.startswith("| int4-g32-lora |"))
+    cells = [c.strip() for c in row.strip("|").split("|")]
+    assert cells[1:3] == ["125.9", "0.245"] and "0.260 [0.20,0.33]" in cells
+    assert "3.10e-10" in cells and "mmlu (n=50)" in md and "4096 tokens" in md
+    assert "<td>int4-g32-lora</td>" in page and "Table 2" in page
+
+
 def test_report_worse_model_is_red_and_labels_collide_across_runs(tmp_path):
     run = fake_run(tmp_path, {"M0": 0.7, "M2-int8": 0.2})
     other = tmp_path / "b"

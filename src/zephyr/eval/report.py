@@ -7,6 +7,8 @@ training logs (`metrics.jsonl` of the sft/dpo/kto stages). The report has:
   greedy generation speed; every value with its 95% bootstrap interval (seeded, 1000 resamples
   of the per-item scores) and its delta against M0, coloured in the HTML; a delta is starred
   when the paired bootstrap interval of the per-item differences excludes 0;
+- Table 2, when the run has a quantize stage: its compare.json (each artifact against fp32 and
+  bf16: size, peak RSS, tokens/s, WikiText-2 perplexity, accuracy with intervals);
 - the eval metrics as bar charts with the intervals, and the training curves per stage;
 - report.html is self-contained: inline CSS, PNGs embedded as base64, no external requests.
 """
@@ -25,6 +27,7 @@ from typing import Any
 from zephyr.errors import ZephyrError
 from zephyr.eval import bootstrap, report_plots
 from zephyr.io import atomic_write, read_json, read_jsonl
+from zephyr.quantize.compare import table_rows
 
 BASE = "M0"
 ROLES = {"M0": "base", "M1": "SFT", "M2": "DPO", "M2-kto": "KTO"}
@@ -58,6 +61,7 @@ class Collected:
     )  # stage -> (rows, file)
     sources: list[str] = field(default_factory=list)
     settings: list[dict] = field(default_factory=list)  # each run's eval settings, if recorded
+    quant: list[tuple[dict, str]] = field(default_factory=list)  # (compare.json, its path)
 
 
 # ---------------------------------------------------------------------------- gathering
@@ -97,6 +101,14 @@ def find_training(results: Path, recorded: dict[str, str]) -> dict[str, Path]:
     return out
 
 
+def find_compare(results: Path, recorded: dict[str, str]) -> Path | None:
+    """The quantize stage's compare.json: as results.json records the stage, else the run's newest."""
+    d = recorded.get("quantize")
+    if d and (Path(d) / "compare.json").is_file():
+        return Path(d) / "compare.json"
+    return _latest(sorted(results.parent.parent.glob("quantize-*/compare.json")))
+
+
 def collect(paths: list[Path], training: dict[str, Path] | None = None) -> Collected:
     """Gather models and training logs from runs; a label seen twice gets its run's name added."""
     if not paths:
@@ -122,6 +134,9 @@ def collect(paths: list[Path], training: dict[str, Path] | None = None) -> Colle
         for label, entry in data["models"].items():
             name = label if label not in got.models else f"{label}@{res_path.parent.parent.name}"
             got.models[name] = entry
+        compare = find_compare(res_path, data.get("stages", {}))
+        if compare is not None and str(compare) not in {q[1] for q in got.quant}:
+            got.quant.append((read_json(compare), str(compare)))
         logs = training if training is not None else find_training(res_path, data.get("stages", {}))
         for stage, f in logs.items():
             if stage not in got.training and Path(f).is_file():
@@ -279,6 +294,21 @@ def size_cols(entry: dict) -> tuple[str, str, str]:
 
 
 # ---------------------------------------------------------------------------- markdown
+def _quant_notes(report: dict, path: str) -> list[str]:
+    c = report.get("config", {})
+    notes = [
+        f"From `{path}`. Each model measured in its own process: peak RSS is its own; tok/s is "
+        f"greedy decoding of {c.get('gen_tokens', '?')} tokens at batch 1 (median of "
+        f"{c.get('gen_runs', '?')}); WikiText-2 test token perplexity over the first "
+        f"{c.get('ppl_tokens', '?')} tokens (window {c.get('window', '?')}, stride "
+        f"{c.get('stride', '?')}); x fp32 = ratio to the fp32 row of the same run; weight err = "
+        "relative squared error of the quantized linears; accuracy [95% bootstrap interval] on "
+        "the same items for every model.",
+        f"bf16 disk size: {report.get('bf16_disk_mb_is', 'measured')}.",
+    ]
+    return notes + ([f"Note: {report['note']}"] if report.get("note") else [])
+
+
 def _delta_text(cell: Cell, metric: str) -> str:
     if cell.delta is None:
         return ""
@@ -341,6 +371,12 @@ def render_md(got: Collected, t: Table, plots: dict[str, Path], title: str) -> s
     lines += ["", "### Models", ""]
     for m in t.models:
         lines.append(f"- **{m}**: `{got.models[m].get('path', '?')}`")
+    for report, path in got.quant:
+        cols, rows = table_rows(report)
+        lines += ["", f"## Table 2: quantization of `{report['source']}`", ""]
+        lines += ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+        lines += ["| " + " | ".join(r) + " |" for r in rows]
+        lines += [""] + [f"- {n}" for n in _quant_notes(report, path)]
     if plots.get("eval"):
         lines += [
             "",
@@ -446,6 +482,21 @@ def render_html(got: Collected, t: Table, plots: dict[str, Path], title: str) ->
     for m in t.models:
         out.append(f"<li><b>{e(m)}</b>: <code>{e(str(got.models[m].get('path', '?')))}</code></li>")
     out.append("</ul>")
+    for report, path in got.quant:
+        cols, rows = table_rows(report)
+        out += [
+            f"<h2>Table 2: quantization of <code>{e(str(report['source']))}</code></h2>",
+            '<div class="wrap"><table><thead><tr>',
+            "".join(f"<th>{e(c)}</th>" for c in cols),
+            "</tr></thead><tbody>",
+        ]
+        out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>" for r in rows]
+        out.append("</tbody></table></div>")
+        out.append(
+            '<ul class="notes">'
+            + "".join(f"<li>{e(n)}</li>" for n in _quant_notes(report, path))
+            + "</ul>"
+        )
     if plots.get("eval"):
         out += ["<h2>Eval metrics</h2>", _img(plots["eval"], "eval metrics per model")]
     train = [(s, p) for s, p in plots.items() if s.startswith("train_")]

@@ -300,35 +300,47 @@ def _acc_cell(r: dict, task: str) -> str:
     return f"{a['value']:.3f} [{lo:.2f},{hi:.2f}]"
 
 
-def print_table(report: dict, console: Console | None = None) -> None:
-    """One row per model: size, RSS, speed, perplexity (each with its ratio to fp32), the
-    quantization's weight error and seconds, and accuracy [95% CI] when eval_limit was set."""
-    console = console or Console()
+def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
+    """compare.json as text cells, one row per model: size, RSS, speed, perplexity (each with its
+    ratio to fp32), the quantization's weight error and seconds, and accuracy [95% CI] when
+    eval_limit was set. The CLI's table and the report's Table 2 both print these."""
     rows = report["models"]
     tasks = [t for t in TASKS if any(_acc_cell(r, t) for r in rows.values())]
     n = {t: next(r["tasks"][t]["n"] for r in rows.values() if _acc_cell(r, t)) for t in tasks}
-    t = Table(title=f"quantization vs fp32: {report['source']}")
-    cols = ["model", "disk MB", "x fp32", "peak RSS MB", "tok/s", "x fp32 ", "wikitext ppl"]
-    cols += ["x fp32  ", "weight err", "quant s"] + [f"{k} (n={n[k]})" for k in tasks]
-    for col in cols:
-        t.add_column(col, justify="right")
+    cols = ["model", "disk MB", "x fp32", "peak RSS MB", "tok/s", "x fp32", "wikitext ppl"]
+    cols += ["x fp32", "weight err", "quant s"] + [f"{k} (n={n[k]})" for k in tasks]
+    out = []
     for label, r in rows.items():
         err, secs = r.get("weight_rel_error"), r.get("quantize_s")
-        t.add_row(
-            label,
-            f"{r['disk_mb']:.1f}",
-            f"{r['size_x_fp32']:.3f}",
-            f"{r['peak_rss_mb']:.0f}",
-            f"{r['tokens_per_s']:.1f}",
-            f"{r['speed_x_fp32']:.2f}",
-            f"{r['wikitext_ppl']:.3f}",
-            f"{r['ppl_x_fp32']:.4f}",
-            "" if err is None else f"{err:.2e}",
-            "" if secs is None else f"{secs:.0f}",
-            *[_acc_cell(r, k) for k in tasks],
+        out.append(
+            [
+                label,
+                f"{r['disk_mb']:.1f}",
+                f"{r['size_x_fp32']:.3f}",
+                f"{r['peak_rss_mb']:.0f}",
+                f"{r['tokens_per_s']:.1f}",
+                f"{r['speed_x_fp32']:.2f}",
+                f"{r['wikitext_ppl']:.3f}",
+                f"{r['ppl_x_fp32']:.4f}",
+                "" if err is None else f"{err:.2e}",
+                "" if secs is None else f"{secs:.0f}",
+                *[_acc_cell(r, k) for k in tasks],
+            ]
         )
+    return cols, out
+
+
+def print_table(report: dict, console: Console | None = None) -> None:
+    """compare.json as a terminal table (`table_rows`), with its notes."""
+    console = console or Console()
+    cols, rows = table_rows(report)
+    t = Table(title=f"quantization vs fp32: {report['source']}")
+    for col in cols:
+        t.add_column(col, justify="right")
+    for row in rows:
+        t.add_row(*row)
     console.print(t)
-    if tasks:
+    if any("(n=" in c for c in cols):
         console.print("accuracy: the same seeded items for every model; [95% percentile bootstrap]")
     if report.get("note"):
         console.print(f"[yellow]note:[/] {report['note']}")
