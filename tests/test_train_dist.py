@@ -113,3 +113,13 @@ def test_two_processes_match_one(tiny_model, tmp_path, monkeypatch):
     assert (
         metric_rows(tmp_path / "dpo1")[-1]["loss"] != metric_rows(tmp_path / "dpo1")[1]["loss"]
     )  # it trained
+
+
+def test_kto_two_processes_share_one_kl_estimate(tiny_model, tmp_path):
+    """KTO's KL reference point is averaged over both processes (TRL gathers it): the run
+    completes in lockstep and logs one finite KL per step."""
+    sets = COMMON + ["micro_batch=2", "max_seq_len=160", "grad_accum=1", "max_steps=2"]
+    launch("kto", tiny_model, tmp_path / "kto2", sets, tmp_path / "home")
+    rows = [r for r in metric_rows(tmp_path / "kto2") if "loss" in r]
+    assert [r["step"] for r in rows] == [1, 2]
+    assert all(r["kl"] >= 0 and r["kl"] == r["kl"] for r in rows)

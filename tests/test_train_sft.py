@@ -218,3 +218,22 @@ def test_cli_wants_resume_or_force_over_existing_checkpoints(tmp_path):
     assert isinstance(result.exception, ZephyrError) and "--resume" in str(result.exception)
     result = CliRunner().invoke(app, [*args, "--set", "lr"])
     assert isinstance(result.exception, ZephyrError) and "key=value" in str(result.exception)
+
+
+def test_too_few_rows_for_one_step_names_the_file(tiny_model, tmp_path):
+    from zephyr.errors import ZephyrError
+    from zephyr.train.config import PrefConfig
+    from zephyr.train.pref import train_pref
+    from zephyr.train.sft import train_sft
+
+    with pytest.raises(
+        ZephyrError, match=r"sft_train\.jsonl gives \d+ usable rows, fewer than one step \(4096"
+    ):
+        train_sft(
+            quick(micro_batch=512, grad_accum=8), str(tiny_model), FIXTURES, tmp_path / "s", 0
+        )
+    cfg = PrefConfig(micro_batch=512, grad_accum=8, bf16=False, max_steps=1)
+    with pytest.raises(
+        ZephyrError, match=r"pref_train\.jsonl gives \d+ usable rows, fewer than one step"
+    ):
+        train_pref(cfg, str(tiny_model), FIXTURES, tmp_path / "p", 0)

@@ -30,6 +30,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
+from zephyr.padding import right_pad
+
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when the config names no context length
 MIN_SHARED_PREFIX = 32  # tokens: below this a shared prefix is not worth a separate pass
 PACK_BUDGET = 1024  # tokens per packed row of one context's continuations (its mask is [W x W])
@@ -117,17 +119,6 @@ def _select_cache(cache: Any, index: torch.Tensor) -> DynamicCache:
     for i, layer in enumerate(cache.layers):
         out.update(layer.keys.index_select(0, index), layer.values.index_select(0, index), i)
     return out
-
-
-def _pad(rows: list[list[int]], value: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Right-pad token lists: (ids [B, L], mask [B, L])."""
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), value, dtype=torch.long)
-    mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, r in enumerate(rows):
-        ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
-        mask[i, : len(r)] = 1
-    return ids, mask
 
 
 def rolling_windows(
@@ -448,7 +439,7 @@ class Scorer:
             range(0, len(spans), self.batch_size), disable=not self.progress, leave=False
         ):
             chunk = spans[s0 : s0 + self.batch_size]
-            x, mask = _pad([ids[b:e] for b, e, _ in chunk], self.pad_id)
+            x, mask = right_pad([ids[b:e] for b, e, _ in chunk], self.pad_id)
             positions = torch.arange(x.shape[1])[None].expand(len(chunk), -1)
             feats, _ = self._forward(x, mask, positions, None)
             rix, pix, targets = [], [], []

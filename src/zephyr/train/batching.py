@@ -18,6 +18,8 @@ import random
 
 import torch
 
+from zephyr.padding import right_pad
+
 MEGA = 16  # steps per length-sorting chunk
 
 
@@ -58,16 +60,6 @@ def micro_batches(
     return chunks[rank::world]
 
 
-def _pad(seqs: list[list[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for b, s in enumerate(seqs):
-        ids[b, : len(s)] = torch.tensor(s, dtype=torch.long)
-        mask[b, : len(s)] = 1
-    return ids, mask
-
-
 def _targets(width: int, items: list[tuple[int, int, list[int], list[int]]]) -> dict:
     """items: (row b, segment, positions predicting, target ids) -> flat src/tgt/seg tensors."""
     src, tgt, seg = [], [], []
@@ -83,7 +75,7 @@ def _targets(width: int, items: list[tuple[int, int, list[int], list[int]]]) -> 
 
 
 def collate_sft(examples: list, pad_id: int) -> dict:
-    ids, mask = _pad([e.ids for e in examples], pad_id)
+    ids, mask = right_pad([e.ids for e in examples], pad_id)
     width = ids.shape[1]
     items = []
     for b, e in enumerate(examples):
@@ -101,7 +93,7 @@ def collate_sft(examples: list, pad_id: int) -> dict:
 def collate_pairs(pairs: list, pad_id: int) -> dict:
     """2B rows: prompt+chosen for every pair, then prompt+rejected (segments 2b, 2b+1)."""
     seqs = [p.prompt + p.chosen for p in pairs] + [p.prompt + p.rejected for p in pairs]
-    ids, mask = _pad(seqs, pad_id)
+    ids, mask = right_pad(seqs, pad_id)
     width = ids.shape[1]
     items = []
     for b, p in enumerate(pairs):
@@ -124,7 +116,7 @@ def collate_shared(pairs: list, pad_id: int) -> dict:
     where the prompt ends, so each completion sees exactly what it would see on its own row.
     """
     seqs = [p.prompt + p.chosen + p.rejected for p in pairs]
-    ids, _ = _pad(seqs, pad_id)
+    ids, _ = right_pad(seqs, pad_id)
     bsz, width = ids.shape
     causal = torch.ones(width, width, dtype=torch.bool).tril()
     mask = causal.repeat(bsz, 1, 1)
@@ -150,7 +142,7 @@ def collate_shared(pairs: list, pad_id: int) -> dict:
 
 def collate_unpaired(rows: list[tuple[list[int], list[int]]], pad_id: int) -> dict:
     """KTO rows (prompt, completion), one segment each."""
-    ids, mask = _pad([p + c for p, c in rows], pad_id)
+    ids, mask = right_pad([p + c for p, c in rows], pad_id)
     width = ids.shape[1]
     items = [
         (b, b, list(range(len(p) - 1, len(p) - 1 + len(c))), c) for b, (p, c) in enumerate(rows)

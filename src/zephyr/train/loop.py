@@ -20,6 +20,7 @@ from typing import Any
 
 import torch
 
+from zephyr.errors import ZephyrError
 from zephyr.io import append_jsonl, atomic_write
 from zephyr.train import checkpoint
 from zephyr.train.batching import micro_batches, plan_epoch, steps_per_epoch, total_steps
@@ -123,6 +124,19 @@ def fit(
 
     rows: list[dict] = []
 
+    def save(step: int) -> None:
+        checkpoint.save(
+            ckpt_root,
+            step,
+            lm,
+            optimizer,
+            scheduler,
+            rank,
+            world,
+            accelerator.wait_for_everyone,
+            cfg.keep_checkpoints,
+        )
+
     def log(row: dict) -> None:
         rows.append(row)
         if main:
@@ -203,30 +217,10 @@ def fit(
             )
             progress.update(bar, advance=1, info=info)
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last_step:
-                checkpoint.save(
-                    ckpt_root,
-                    step + 1,
-                    lm,
-                    optimizer,
-                    scheduler,
-                    rank,
-                    world,
-                    accelerator.wait_for_everyone,
-                    cfg.keep_checkpoints,
-                )
+                save(step + 1)
             if halt_after is not None and step + 1 >= halt_after:
                 raise Halt(f"halted after step {step + 1}")
-    checkpoint.save(
-        ckpt_root,
-        steps,
-        lm,
-        optimizer,
-        scheduler,
-        rank,
-        world,
-        accelerator.wait_for_everyone,
-        cfg.keep_checkpoints,
-    )
+    save(steps)
     return rows
 
 
@@ -244,9 +238,16 @@ def fit_and_save(
     inputs: list[Path],
     **extra: Any,
 ) -> dict:
-    """`fit`, then adapter/model/plots/train.json from the main process; every process waits."""
+    """`fit`, then adapter/model/plots/train.json from the main process; every process waits.
+    `inputs[0]` is the training file (named in the error when it is too small for one step)."""
     from zephyr.train.common import save_outputs
 
+    step_rows = cfg.micro_batch * cfg.grad_accum * accelerator.num_processes
+    if len(task.lengths) < step_rows:
+        raise ZephyrError(
+            f"{inputs[0]} gives {len(task.lengths)} usable rows, fewer than one step ({step_rows} = "
+            "micro_batch x grad_accum x processes); lower micro_batch or grad_accum"
+        )
     fit(cfg, task, lm, accelerator, out_dir, seed, console, halt_after, bf16)
     accelerator.wait_for_everyone()
     info = {}

@@ -5,6 +5,8 @@ All return per-example losses; the loop sums them and divides by the step's glob
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 import torch.nn.functional as F
 
@@ -36,10 +38,17 @@ def ipo_loss(
     return (delta - 1 / (2 * beta)) ** 2
 
 
-def kto_kl(policy_kl: torch.Tensor, ref_kl: torch.Tensor) -> torch.Tensor:
+def kto_kl(
+    policy_kl: torch.Tensor, ref_kl: torch.Tensor, reduce: Callable | None = None
+) -> torch.Tensor:
     """KTO's reference point: mean log-ratio on mismatched (prompt, other completion) pairs, >= 0, no grad.
-    It needs at least 2 rows per micro-batch: with one row the "mismatched" pair is the row itself."""
-    return (policy_kl - ref_kl).mean().detach().clamp(min=0)
+    It needs at least 2 rows per micro-batch: with one row the "mismatched" pair is the row itself.
+    `reduce` (accelerate's, with several processes) averages the estimate over every process's
+    micro-batch first, as TRL gathers it, so all processes use the same reference point."""
+    kl = (policy_kl - ref_kl).mean().detach()
+    if reduce is not None:
+        kl = reduce(kl, "mean")
+    return kl.clamp(min=0)
 
 
 def kto_loss(

@@ -206,7 +206,7 @@ def train_pref(
         logps = seq_logps(net, batch)
         with torch.no_grad():  # the KL reference point carries no gradient (as in TRL)
             kl_logps = seq_logps(net, to_device(unpaired([kl_rows[i] for i in mb]), device))
-        kl = kto_kl(kl_logps, ref["kl"][mb].to(device))
+        kl = kto_kl(kl_logps, ref["kl"][mb].to(device), acc.reduce if world > 1 else None)
         ref_logps = ref["rows"][mb].to(device)
         desirable = torch.tensor([i % 2 == 0 for i in mb], device=device)
         losses = kto_loss(
@@ -262,10 +262,6 @@ def train_pref(
         return {k: float(v) / n for k, v in zip(sums, vec.tolist(), strict=False)}
 
     task = Task(lengths, lambda rs: float(len(rs)), kto_step if kto else dpo_step, evaluate)
-    if len(task.lengths) < step_rows:
-        raise ZephyrError(
-            f"{train_path} gives {len(task.lengths)} usable rows, fewer than one step ({step_rows}); lower micro_batch or grad_accum"
-        )
     return fit_and_save(
         cfg,
         task,

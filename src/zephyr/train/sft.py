@@ -96,11 +96,6 @@ def train_sft(
     )
     val_rows = capped_rows(val_path, cfg.max_val, seed) if val_path.exists() else []
     val, _ = encode_all(tok, val_rows, cfg.max_seq_len)
-    step_rows = cfg.micro_batch * cfg.grad_accum * acc.num_processes
-    if len(examples) < step_rows:
-        raise ZephyrError(
-            f"{train_path} has {len(examples)} usable rows, fewer than one step ({step_rows}); lower micro_batch or grad_accum"
-        )
     if acc.is_main_process and console:
         console.print(
             f"sft: {len(examples)} train rows ({dropped} dropped: no target token after truncation), "
