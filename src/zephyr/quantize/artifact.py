@@ -132,7 +132,7 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
             w = Int8Weight.from_tensors(sd, name)
             mod.weight = torch.nn.Parameter(w.runtime(dtype), requires_grad=False)
         if info.get("lora_rank"):  # the fine-tuning, kept unmerged over the quantized base
-            add_lora_hook(mod, sd[f"{name}.lora_A"].to(dtype), sd[f"{name}.lora_B"].to(dtype))
+            add_lora_hook(mod, sd[f"{name}.lora_A"], sd[f"{name}.lora_B"])
         for suffix in QUANT_SUFFIXES:
             sd.pop(f"{name}.{suffix}", None)
     if meta.get("embedding"):

@@ -209,9 +209,11 @@ def low_rank(delta: torch.Tensor, max_rank: int, tol: float) -> tuple[torch.Tens
 
 def add_lora_hook(module: torch.nn.Module, a: torch.Tensor, b: torch.Tensor) -> None:
     """y += (x @ A^T) @ B^T: the fine-tuning kept as a small unmerged correction over the
-    quantized base, so rounding the base to 4 bits does not round the fine-tuning away."""
-    module.register_buffer("lora_a", a, persistent=False)
-    module.register_buffer("lora_b", b, persistent=False)
+    quantized base, so rounding the base to 4 bits does not round the fine-tuning away.
+    The factors run in fp32 (stored bf16): at batch 1 a bf16 matmul this small took 68 us on
+    this CPU and fp32 with the casts 21 us, over 210 layers per token."""
+    module.register_buffer("lora_a", a.float(), persistent=False)
+    module.register_buffer("lora_b", b.float(), persistent=False)
 
     def hook(mod, args, out):
         x = args[0].to(mod.lora_a.dtype)
