@@ -262,6 +262,7 @@ def compare_models(
                         "outlier_fraction",
                         "skipped",
                         "seconds",
+                        "lora",  # -lora: base, rank, parameters of the kept fine-tuning
                     )
                 }
                 meta["quantize_s"] = meta.pop("seconds")
