@@ -399,7 +399,12 @@ def test_artifacts_work_in_eval_chat_and_serve(artifacts, finetune, shared_data,
             model, tok, name, ServeConfig(), Audit(tmp_path / "a.sqlite"), Policy.load()
         )
         with running(server) as url:
-            body = {"model": name, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 4}
+            body = {
+                "model": name,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "max_tokens": 4,
+                "temperature": 0,
+            }
             resp = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
         assert resp.status_code == 200, (name, resp.text)
         assert 1 <= resp.json()["usage"]["completion_tokens"] <= 4, name
