@@ -325,3 +325,12 @@ def test_eval_json_files_of_one_model_merge_into_one_row(tmp_path):
     assert set(got.models["M0"]["tasks"]) == {"arc_easy", "mmlu"}
     t = report.build_table(got)
     assert t.cells[("M0", "mmlu", "acc")].value == pytest.approx(100 * 2 / 3)  # percent
+    # a pipeline stage's model gets the eval stage's label; anything else keeps its spec
+    write_json(
+        tmp_path / "c.json",
+        {"model": "runs/demo/dpo-1a2b/model", "tasks": {"mmlu": task([0, 1, 1])}},
+    )
+    write_json(tmp_path / "d.json", {"model": "my/model", "tasks": {"mmlu": task([0, 0, 1])}})
+    got = report.collect([tmp_path / f"{x}.json" for x in "abcd"])
+    assert list(got.models) == ["M0", "M2", "my/model"]
+    assert report.build_table(got).models[:2] == ["M0", "M2"]

@@ -144,9 +144,17 @@ def collect(paths: list[Path], training: dict[str, Path] | None = None) -> Colle
     return got
 
 
+STAGE_LABELS = {"sft": "M1", "dpo": "M2", "kto": "M2-kto"}  # as the eval stage labels them
+
+
 def _label_for(spec: str) -> str:
-    """A `zephyr eval --json` file's row label: M0 for the embedded base model, else the spec."""
-    return "M0" if spec == "smollm2-135m" else spec
+    """A `zephyr eval --json` file's row label: M0 for the embedded base model, M1 / M2 / M2-kto
+    for a pipeline stage's `<stage>-<hash>/model`, else the spec itself."""
+    if spec == "smollm2-135m":
+        return "M0"
+    p = Path(spec)
+    stage = p.parent.name.split("-")[0]
+    return STAGE_LABELS[stage] if p.name == "model" and stage in STAGE_LABELS else spec
 
 
 def split_label(label: str) -> tuple[str, str]:
