@@ -31,6 +31,7 @@ from zephyr.quantize.compare import table_rows
 
 BASE = "M0"
 ROLES = {"M0": "base", "M1": "SFT", "M2": "DPO", "M2-kto": "KTO"}
+STAGE_LABELS = {"sft": "M1", "dpo": "M2", "kto": "M2-kto"}  # the eval stage's row per stage model
 # fractions shown as percentages; everything else in the task's own unit (BLEU/ROUGE are 0-100)
 PERCENT = {
     "acc",
@@ -142,9 +143,6 @@ def collect(paths: list[Path], training: dict[str, Path] | None = None) -> Colle
             if stage not in got.training and Path(f).is_file():
                 got.training[stage] = (read_jsonl(f), str(f))
     return got
-
-
-STAGE_LABELS = {"sft": "M1", "dpo": "M2", "kto": "M2-kto"}  # as the eval stage labels them
 
 
 def _label_for(spec: str) -> str:

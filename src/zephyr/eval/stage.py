@@ -55,10 +55,11 @@ class ReportSection:
 # ---------------------------------------------------------------------------- models
 def find_models(ctx: Any) -> dict[str, str]:
     """label -> model spec, in report order: M0, M1, M2, M2-kto, then quantized artifacts."""
+    from zephyr.eval.report import STAGE_LABELS
     from zephyr.models import resolve
 
     models = {"M0": str(ctx.recipe.model)}
-    for stage, label in (("sft", "M1"), ("dpo", "M2"), ("kto", "M2-kto")):
+    for stage, label in STAGE_LABELS.items():
         d = ctx.inputs.get(stage)
         if d is not None and (Path(d) / "model" / "config.json").is_file():
             models[label] = str(Path(d) / "model")
