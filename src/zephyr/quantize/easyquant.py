@@ -46,6 +46,16 @@ def _search_loss(g, drop, lo, hi):
     return torch.linalg.vector_norm(t, dim=-1).square_()  # [N, K/g]
 
 
+def _keep_best(loss, lo, hi, best, best_lo, best_hi):
+    """Per group, the candidate range (lo, hi) replaces the best so far where its loss is lower."""
+    better = loss < best
+    return (
+        torch.where(better, loss, best),
+        torch.where(better, lo, best_lo),
+        torch.where(better, hi, best_hi),
+    )
+
+
 def int4(
     w: torch.Tensor,
     group_size: int,
@@ -77,10 +87,7 @@ def int4(
                 (lo0 + r * span / 2, hi0 - r * span / 2),
             ):
                 loss = _search_loss(g, keep, lo, hi)
-                better = loss < best
-                best = torch.where(better, loss, best)
-                best_lo = torch.where(better, lo, best_lo)
-                best_hi = torch.where(better, hi, best_hi)
+                best, best_lo, best_hi = _keep_best(loss, lo, hi, best, best_lo, best_hi)
     if steps:  # then gradient descent from the best point found
         # the range ends move in units of the initial span: one learning rate fits every group
         a = torch.zeros_like(lo0, requires_grad=True)
@@ -91,10 +98,7 @@ def int4(
             lo, hi = lo0 + a * span, hi0 + b * span
             loss = _group_loss(g, keep, lo, hi)
             with torch.no_grad():  # keep each group's best range (the loss at these parameters)
-                better = loss < best
-                best = torch.where(better, loss, best)
-                best_lo = torch.where(better, lo, best_lo)
-                best_hi = torch.where(better, hi, best_hi)
+                best, best_lo, best_hi = _keep_best(loss, lo, hi, best, best_lo, best_hi)
             opt.zero_grad()
             loss.sum().backward()
             opt.step()
