@@ -167,7 +167,10 @@ def test_bad_mcqa_and_chunked_huge_body(client):
         for _ in range(50):
             yield b" " * 1000
 
-    _error(client.post("/v1/chat/completions", content=chunks()), 413, "body")
+    r = client.post(
+        "/v1/chat/completions", content=chunks(), headers={"Content-Type": "application/json"}
+    )
+    _error(r, 413, "body")
     assert client.get("/health").json()["status"] == "ok"
 
 
@@ -250,7 +253,7 @@ def test_cancelled_stream_stops_generating(tiny, tmp_path):
 
 
 def test_queue_timeout_gives_503_with_retry_after(tiny, tmp_path):
-    """A request that cannot reach the worker in time is refused cleanly and never logged."""
+    """A request that cannot reach the worker in time is refused cleanly, never run, and logged."""
     import threading
 
     model, tok = tiny
@@ -270,4 +273,9 @@ def test_queue_timeout_gives_503_with_retry_after(tiny, tmp_path):
         err = _error(r, 503, None)
         assert err["code"] == "queue_timeout" and r.headers["Retry-After"].isdigit()
         first.join()
-        assert audit.count() == 1  # only the long request was answered
+        rows = audit.rows()
+        assert [r["status"] for r in rows] == [
+            "ok",
+            "error",
+        ]  # newest first: the 503 finished first
+        assert rows[1]["http_status"] == 503 and rows[1]["completion_tokens"] is None

@@ -1,16 +1,25 @@
 """The audit log: every request and response in SQLite (WAL), PII redacted before it is written.
 
-One row per answered request (chat or MCQA, server or terminal): time, model id, prompt,
-response, latency, token counts, safety flags, and the review state a teacher sets with
-`zephyr review`. WAL lets `zephyr review` read while the server writes.
+One row per request (chat or MCQA, server or terminal; answered, refused, cancelled or failed):
+time, model id, prompt, response, latency, token counts, safety flags, HTTP status of an error,
+and the review state a teacher sets with `zephyr review`. WAL lets `zephyr review` read while the
+server writes. The database is created 0600 (prompts are students' words).
+
+A write that fails (database locked, disk full) never fails the request: the row goes to a
+backlog, is appended to `<db>.fallback.jsonl` (0600, fsynced), and a background thread retries
+it. Rows carry a unique `uid`, so the fallback file is imported at the next open without
+duplicates; it is removed once every row is in the database.
 """
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sqlite3
 import threading
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +47,14 @@ CREATE TABLE IF NOT EXISTS entries (
 );
 CREATE INDEX IF NOT EXISTS entries_review ON entries(review);
 """
+# Columns added after the first release: older databases get them at open.
+MIGRATIONS = {"uid": "TEXT", "http_status": "INTEGER"}
+COLUMNS = (
+    "uid, time, model, endpoint, prompt, response, status, finish_reason, latency_ms,"
+    " prompt_tokens, completion_tokens, flags, pii, http_status"
+)
+INSERT = f"INSERT OR IGNORE INTO entries ({COLUMNS}) VALUES ({','.join('?' * 14)})"
+log = logging.getLogger("zephyr.tutor")
 
 REVIEW_STATES = ("pending", "approved", "flagged")
 
@@ -60,24 +77,41 @@ def redact(text: str, counts: dict[str, int]) -> str:
 class Audit:
     """An append-mostly SQLite log, safe to share between the server's threads."""
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, busy_timeout_s: float = 2.0, retry_s: float = 1.0):
         self.path = Path(path)
+        self.fallback = self.path.with_name(self.path.name + ".fallback.jsonl")
+        self.retry_s = retry_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        _create_private(self.path)  # sqlite gives its -wal and -shm files the same mode
         try:
-            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=10)
+            self.db = sqlite3.connect(self.path, check_same_thread=False, timeout=busy_timeout_s)
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints
             self.db.executescript(SCHEMA)
+            _migrate(self.db)
         except sqlite3.DatabaseError as e:
             raise ZephyrError(
                 f"{self.path} is not a usable audit database ({e}); pass another --audit path"
             ) from None
         self.db.row_factory = sqlite3.Row
         self.lock = threading.Lock()
+        self.pending: list[tuple] = []  # rows not yet in the database, oldest first
+        self.closed = threading.Event()
+        self.retrier: threading.Thread | None = None
+        self._recover()
 
     def close(self) -> None:
+        self.closed.set()
+        if self.retrier is not None:
+            self.retrier.join(timeout=5)
         with self.lock:
+            self._flush()  # whatever still fails stays in the fallback file for the next open
             self.db.close()
+
+    def backlog(self) -> int:
+        """Rows waiting to be written to the database (kept in the fallback file meanwhile)."""
+        with self.lock:
+            return len(self.pending)
 
     def log(
         self,
@@ -91,11 +125,16 @@ class Audit:
         prompt_tokens: int | None = None,
         completion_tokens: int | None = None,
         flags: list[dict] | None = None,
-    ) -> int:
-        """Redact and write one request/response; returns the row id."""
+        http_status: int | None = None,
+    ) -> int | None:
+        """Redact and write one request/response; the row id, or None if the write is deferred.
+
+        Never raises on a failed write: the row is kept (memory + fallback file) and retried.
+        """
         pii: dict[str, int] = {}
         prompt = [{**m, "content": redact(str(m.get("content", "")), pii)} for m in messages]
         row = (
+            uuid.uuid4().hex,
             _now(),
             model,
             endpoint,
@@ -108,16 +147,68 @@ class Audit:
             completion_tokens,
             json.dumps(flags or []),
             json.dumps(pii),
+            http_status,
         )
         with self.lock:
-            cur = self.db.execute(
-                "INSERT INTO entries (time, model, endpoint, prompt, response, status, finish_reason,"
-                " latency_ms, prompt_tokens, completion_tokens, flags, pii)"
-                " VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
-                row,
-            )
-            self.db.commit()
-            return int(cur.lastrowid)
+            self.pending.append(row)
+            if self._flush():
+                found = self.db.execute("SELECT id FROM entries WHERE uid = ?", (row[0],))
+                return int(found.fetchone()[0])
+            self._spill([row])
+            self._start_retrier()
+            return None
+
+    def _flush(self) -> bool:
+        """Write every pending row in one transaction (lock held); True when none is left."""
+        if not self.pending:
+            return True
+        try:
+            with self.db:  # commits, or rolls back on error
+                self.db.executemany(INSERT, self.pending)
+        except sqlite3.Error as e:
+            log.warning("audit write failed (%s); %d rows kept for retry", e, len(self.pending))
+            return False
+        self.pending.clear()
+        self.fallback.unlink(missing_ok=True)
+        return True
+
+    def _spill(self, rows: list[tuple]) -> None:
+        """Append rows to the fallback file so a crash before the retry loses none."""
+        try:
+            fd = os.open(self.fallback, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+            with os.fdopen(fd, "a", encoding="utf-8") as f:
+                f.writelines(json.dumps(list(r), ensure_ascii=False) + "\n" for r in rows)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:  # disk full too: the rows stay in memory, /health shows them
+            log.error("audit fallback %s not writable (%s); rows held in memory", self.fallback, e)
+
+    def _recover(self) -> None:
+        """Import the rows an earlier run could not write (duplicates are skipped by uid)."""
+        if not self.fallback.exists():
+            return
+        with open(self.fallback, encoding="utf-8") as f:
+            for line in f:
+                try:
+                    self.pending.append(tuple(json.loads(line)))
+                except ValueError:  # a torn last line from a crash mid-append
+                    log.warning("skipping a torn line in %s", self.fallback)
+        with self.lock:
+            if not self._flush():
+                self._start_retrier()
+
+    def _start_retrier(self) -> None:
+        if self.retrier is None or not self.retrier.is_alive():
+            self.retrier = threading.Thread(target=self._retry, name="audit-retry", daemon=True)
+            self.retrier.start()
+
+    def _retry(self) -> None:
+        wait = self.retry_s
+        while not self.closed.wait(wait):
+            with self.lock:
+                if self._flush():
+                    return
+            wait = min(wait * 2, 30.0)
 
     def count(self) -> int:
         with self.lock:
@@ -189,6 +280,23 @@ class Audit:
             self.db.execute(f"UPDATE entries SET {', '.join(sets)} WHERE id = ?", (*args, entry_id))
             self.db.commit()
         return self.get(entry_id)
+
+
+def _create_private(path: Path) -> None:
+    """Create the database file readable by its owner only (before sqlite creates it 0644)."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
+
+
+def _migrate(db: sqlite3.Connection) -> None:
+    have = {r[1] for r in db.execute("PRAGMA table_info(entries)")}
+    for name, kind in MIGRATIONS.items():
+        if name not in have:
+            db.execute(f"ALTER TABLE entries ADD COLUMN {name} {kind}")
+    db.execute("CREATE UNIQUE INDEX IF NOT EXISTS entries_uid ON entries(uid)")
+    db.commit()
 
 
 def _decode(row: sqlite3.Row) -> dict[str, Any]:

@@ -237,6 +237,18 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="Longest message content (characters)")
         ] = 16000,
         max_messages: Annotated[int, typer.Option(help="Most messages in one request")] = 64,
+        allowed_host: Annotated[
+            list[str] | None,
+            typer.Option(help="A Host name clients use besides the bound address (repeatable)"),
+        ] = None,
+        allowed_origin: Annotated[
+            list[str] | None,
+            typer.Option(help="A web origin whose pages may call the API (repeatable)"),
+        ] = None,
+        allow_system_override: Annotated[
+            bool,
+            typer.Option(help="Let a client's system message replace the tutor's system prompt"),
+        ] = False,
         policy: PolicyOpt = None,
         no_policy: NoPolicyOpt = False,
         audit: AuditOpt = None,
@@ -265,6 +277,9 @@ def register(app: typer.Typer) -> None:
             max_tokens_limit=max_tokens_limit,
             max_message_chars=max_message_chars,
             max_messages=max_messages,
+            allowed_hosts=allowed_host or [],
+            allowed_origins=allowed_origin or [],
+            allow_system_override=allow_system_override,
         )
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)

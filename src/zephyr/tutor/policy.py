@@ -3,19 +3,28 @@
 A YAML file with a default `refusal` and a list of rules {name, where: input|output|both,
 pattern, message?}. `check` returns the triggered rules; the caller refuses, stops generation and
 logs each trigger with its rule name. The documented default ships as default_policy.yaml.
+
+Patterns compile with the `regex` package and every search has a time bound (`timeout_s`): one
+catastrophic pattern in an operator's file cannot freeze the server. A search that runs out of
+time counts as a trigger (fail closed) flagged `timeout`, so the audit log shows the rule to fix.
+A pattern that matches an empty string would trigger on every text and is refused at load.
 """
 
 from __future__ import annotations
 
-import re
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
+
+import regex
 
 from zephyr.config import from_dict, load_yaml
 from zephyr.errors import ZephyrError
 
 DEFAULT_POLICY = Path(__file__).with_name("default_policy.yaml")
+PROBES = ("", "a", " ", "1", "a 1.\n")  # texts on which a sane rule finds no empty match
+log = logging.getLogger("zephyr.tutor")
 
 
 @dataclass
@@ -37,29 +46,36 @@ class Trigger:
     rule: str
     where: str
     message: str
+    timeout: bool = False  # the search ran out of time: refused as if it matched
 
     def to_dict(self) -> dict:
-        return {"rule": self.rule, "where": self.where}
+        out = {"rule": self.rule, "where": self.where}
+        return {**out, "timeout": True} if self.timeout else out
 
 
 class Policy:
     """Compiled rules; `check(text, "input" | "output")` lists what the text triggers."""
 
-    def __init__(self, spec: PolicyFile, source: str = "<memory>"):
-        self.source = source
+    def __init__(self, spec: PolicyFile, source: str = "<memory>", timeout_s: float = 0.25):
+        self.source, self.timeout_s = source, timeout_s
         self.refusal = spec.refusal.strip()
-        self.rules: list[tuple[Rule, re.Pattern]] = []
+        self.rules: list[tuple[Rule, regex.Pattern]] = []
         names = set()
         for i, rule in enumerate(spec.rules):
             if rule.name in names:
                 raise ZephyrError(f"{source}: rule name '{rule.name}' is used twice; rename one")
             names.add(rule.name)
             try:
-                compiled = re.compile(rule.pattern.strip(), re.IGNORECASE | re.DOTALL)
-            except re.error as e:
+                compiled = regex.compile(rule.pattern.strip(), regex.IGNORECASE | regex.DOTALL)
+            except regex.error as e:
                 raise ZephyrError(
                     f"{source}: rules[{i}] ({rule.name}) has a bad pattern: {e}"
                 ) from None
+            if any(_empty_match(compiled, probe) for probe in PROBES):
+                raise ZephyrError(
+                    f"{source}: rules[{i}] ({rule.name}) matches an empty string, so it would "
+                    f"trigger on every text: make the pattern require at least one character"
+                )
             self.rules.append((rule, compiled))
 
     @classmethod
@@ -75,8 +91,23 @@ class Policy:
         return cls(PolicyFile(), "<none>")
 
     def check(self, text: str, where: Literal["input", "output"]) -> list[Trigger]:
-        return [
-            Trigger(rule.name, where, (rule.message or self.refusal).strip())
-            for rule, pattern in self.rules
-            if rule.where in (where, "both") and pattern.search(text)
-        ]
+        """The rules `text` triggers; each search is bounded by `timeout_s` seconds."""
+        hits = []
+        for rule, pattern in self.rules:
+            if rule.where not in (where, "both"):
+                continue
+            try:
+                found, late = pattern.search(text, timeout=self.timeout_s) is not None, False
+            except TimeoutError:
+                log.warning("policy rule %s ran out of time (%.2fs)", rule.name, self.timeout_s)
+                found, late = True, True
+            if found:
+                hits.append(Trigger(rule.name, where, (rule.message or self.refusal).strip(), late))
+        return hits
+
+
+def _empty_match(pattern: regex.Pattern, probe: str) -> bool:
+    try:
+        return any(m.end() == m.start() for m in pattern.finditer(probe, timeout=1.0))
+    except TimeoutError:
+        return False

@@ -5,7 +5,11 @@ POST /v1/mcqa, GET /health, and the web page at /. The model runs in one worker 
 no spare cores for two generations at once); each request is a Job whose events reach the event
 loop through an asyncio.Queue. More than `max_queue` jobs in flight gives 429, waiting longer
 than `queue_timeout_s` for the worker gives 503, both with Retry-After. A closed stream sets the
-job's cancel flag, which a StoppingCriteria reads at every token.
+job's cancel flag, which a StoppingCriteria reads at every token; so does a client that hangs up
+on a plain request (a watcher polls for the disconnect), and a queued job whose client left is
+skipped. Hostile input is refused before the model: `guard.py` (Host, Origin, security headers)
+and `validate.py` (Content-Type, JSON depth and Unicode, stop strings, the context length).
+Every request, refused or failed ones included, is one audit row.
 """
 
 from __future__ import annotations
@@ -20,21 +24,32 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 from fastapi import FastAPI, Request
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zephyr.tutor.audit import Audit
-from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams, encode_chat, generate, with_system
+from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams, encode_chat, generate
+from zephyr.tutor.guard import Guard
 from zephyr.tutor.mcqa import answer_mcq, mcq_messages
 from zephyr.tutor.policy import Policy
+from zephyr.tutor.validate import (
+    ApiError,
+    check_content_type,
+    check_context,
+    check_stop,
+    merge_system,
+    parse_json,
+)
 
 STATIC = Path(__file__).with_name("static")
+ENDPOINTS = {"/v1/chat/completions": "chat", "/v1/mcqa": "mcqa"}  # audit names; others: the path
 log = logging.getLogger("zephyr.tutor")
 TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
 
@@ -55,26 +70,12 @@ class ServeConfig:
     queue_timeout_s: float = 30.0  # longer wait for the worker gives 503
     retry_after_s: int = 2
     system: str | None = TUTOR_SYSTEM
-
-
-class ApiError(Exception):
-    """An error answered as OpenAI-style JSON: {"error": {message, type, param, code}}."""
-
-    def __init__(
-        self, status: int, message: str, param: str | None = None, code: str | None = None
-    ):
-        super().__init__(message)
-        self.status, self.message, self.param, self.code = status, message, param, code
-        self.headers: dict[str, str] = {}
-
-    def response(self) -> JSONResponse:
-        kind = "invalid_request_error" if self.status < 500 else "server_error"
-        if self.status == 429:
-            kind = "rate_limit_error"
-        body = {
-            "error": {"message": self.message, "type": kind, "param": self.param, "code": self.code}
-        }
-        return JSONResponse(body, status_code=self.status, headers=self.headers)
+    allow_system_override: bool = False  # False: a client's system turn is appended to ours
+    max_stops: int = 4
+    max_stop_chars: int = 64  # the stream holds back this many characters
+    allowed_hosts: list[str] = field(default_factory=list)  # Host names besides the bound address
+    allowed_origins: list[str] = field(default_factory=list)  # cross-origin pages allowed to call
+    disconnect_poll_s: float = 0.1
 
 
 # ---- request schemas (strict: "5" is not a number; extra OpenAI fields are ignored) ----------
@@ -109,7 +110,7 @@ class ChatRequest(BaseModel):
     stop: str | list[str] | None = None
     stream: bool = False
     stream_options: dict | None = None
-    seed: int | None = None
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)  # torch's seed is 64-bit
     n: int = Field(1, ge=1, le=1)
 
 
@@ -134,6 +135,7 @@ class Job:
         self.lock = threading.Lock()
         self.started = False
         self.enqueued = time.perf_counter()
+        self.watcher: asyncio.Task | None = None  # the server's disconnect watcher
 
     def emit(self, kind: str, data: Any = None) -> None:
         self.loop.call_soon_threadsafe(self.events.put_nowait, (kind, data))
@@ -220,20 +222,52 @@ def create_app(
         yield
         state["engine"].close()
 
-    app = FastAPI(title="Zephyr tutor", lifespan=lifespan, docs_url=None, redoc_url=None)
+    # No /docs (Swagger UI loads from a CDN); /openapi.json is a route below, behind the token.
+    app = FastAPI(
+        title="Zephyr tutor", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
     app.state.config, app.state.audit, app.state.model_id = cfg, audit, model_id
+
+    def audit_log(**row: Any) -> None:
+        if audit is not None:
+            audit.log(model=model_id, **row)
+
+    async def audit_refusal(scope: dict, exc: ApiError, messages: list[dict] | None = None):
+        """Every refused or failed request is a row too: status `error` with its HTTP status."""
+        path = scope.get("path", "")
+        status = "cancelled" if exc.status == 499 else "error"
+        await asyncio.to_thread(
+            audit_log, endpoint=ENDPOINTS.get(path, path), messages=messages or [],
+            response=exc.message, status=status, finish_reason=exc.code or status,
+            http_status=exc.status,
+        )  # fmt: skip
 
     @app.exception_handler(ApiError)
     async def api_error(request: Request, exc: ApiError):
+        if not exc.logged:
+            await audit_refusal(request.scope, exc, getattr(request.state, "messages", None))
         return exc.response()
 
-    @app.middleware("http")
-    async def headers(request: Request, call_next):
-        response = await call_next(request)
-        # The page and its script come from this server only: no CDN, no inline code.
-        response.headers["Content-Security-Policy"] = "default-src 'self'; img-src 'self' data:"
-        response.headers["X-Content-Type-Options"] = "nosniff"
-        return response
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception):
+        log.exception("request failed")
+        err = ApiError(500, f"internal error: {type(exc).__name__}", code="server_error")
+        await audit_refusal(request.scope, err, getattr(request.state, "messages", None))
+        return err.response()
+
+    if cfg.allowed_origins:  # pages on these origins may call the API from a browser
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=cfg.allowed_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    app.add_middleware(
+        Guard,
+        allowed_hosts=cfg.allowed_hosts,
+        allowed_origins=cfg.allowed_origins,
+        on_refuse=audit_refusal,
+    )
 
     def check_auth(request: Request) -> None:
         if not cfg.token:
@@ -253,6 +287,7 @@ def create_app(
             raise err
 
     async def read_body(request: Request, schema: type[BaseModel]) -> Any:
+        check_content_type(request.headers.get("content-type"))
         declared = request.headers.get("content-length")
         if declared and declared.isdigit() and int(declared) > cfg.max_body_bytes:
             raise ApiError(
@@ -271,15 +306,7 @@ def create_app(
                     "body",
                     "body_too_large",
                 )
-        try:
-            data = json.loads(body)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
-            raise ApiError(
-                400,
-                f"the request body is not valid JSON ({e}); send a JSON object",
-                "body",
-                "invalid_json",
-            ) from None
+        data = parse_json(bytes(body))
         if not isinstance(data, dict):
             raise ApiError(
                 422,
@@ -319,30 +346,74 @@ def create_app(
             )
 
     async def start(job: Job) -> None:
-        """Wait for the worker to take the job (503 after queue_timeout_s), then for 'ready'."""
-        try:
-            kind, data = await asyncio.wait_for(job.events.get(), cfg.queue_timeout_s)
-        except TimeoutError:
-            with job.lock:
-                if not job.started:
-                    job.cancel.set()
-                    err = ApiError(
-                        503,
-                        f"no worker free within {cfg.queue_timeout_s:g} s; retry shortly",
-                        code="queue_timeout",
-                    )
-                    err.headers["Retry-After"] = str(cfg.retry_after_s)
-                    raise err from None
-            kind, data = await job.events.get()
-        if kind == "started":
-            kind, data = await job.events.get()
-        if kind == "error":
-            raise data
-        assert kind == "ready", kind
+        """Wait for the worker to take the job (503 after queue_timeout_s), then for 'ready'.
 
-    def audit_log(**row: Any) -> None:
-        if audit is not None:
-            audit.log(model=model_id, **row)
+        A client that hangs up while its job is queued gets 499 (logged `cancelled`) and the
+        worker skips the job; once started, the cancel flag stops it at the next token.
+        """
+        deadline = time.monotonic() + cfg.queue_timeout_s
+        while True:
+            left = deadline - time.monotonic() if deadline else None
+            try:
+                kind, data = await asyncio.wait_for(job.events.get(), left)
+            except TimeoutError:
+                with job.lock:
+                    if not job.started:
+                        job.cancel.set()
+                        err = ApiError(
+                            503,
+                            f"no worker free within {cfg.queue_timeout_s:g} s; retry shortly",
+                            code="queue_timeout",
+                        )
+                        err.headers["Retry-After"] = str(cfg.retry_after_s)
+                        raise err from None
+                deadline = None
+                continue
+            if kind == "disconnected":
+                with job.lock:
+                    if not job.started:  # the worker reads the flag under this lock: never runs
+                        raise ApiError(
+                            499, "the client closed the connection before its turn",
+                            code="client_closed",
+                        )  # fmt: skip
+            elif kind == "error":
+                raise data
+            elif kind == "ready":
+                return
+
+    async def watch(request: Request, job: Job) -> None:
+        """Cancel the job when the client hangs up (starlette does not cancel the handler)."""
+        while not await request.is_disconnected():
+            await asyncio.sleep(cfg.disconnect_poll_s)
+        job.cancel.set()
+        job.events.put_nowait(("disconnected", None))
+
+    async def run_job(request: Request, work: Callable[[Job], None], stream: bool) -> Job:
+        """Queue `work`, cancel it if the client leaves, and wait until the worker is ready."""
+        job = state["engine"].submit(work, cfg.retry_after_s)
+        job.watcher = asyncio.create_task(watch(request, job))
+        try:
+            await start(job)
+        except BaseException:
+            job.cancel.set()
+            job.watcher.cancel()
+            raise
+        if stream:  # from here the StreamingResponse notices the disconnect itself
+            job.watcher.cancel()
+        return job
+
+    async def outcome(job: Job) -> Any:
+        """The job's 'done' data (non-streamed requests); the cancel flag is set on the way out."""
+        try:
+            while True:
+                kind, data = await job.events.get()
+                if kind == "done":
+                    return data
+                if kind == "error":
+                    raise data
+        finally:
+            job.cancel.set()
+            job.watcher.cancel()
 
     # ---- routes ------------------------------------------------------------------------------
 
@@ -356,8 +427,14 @@ def create_app(
             "inflight": engine.inflight if engine else None,
             "max_queue": cfg.max_queue,
             "served": engine.served if engine else 0,
+            "audit_backlog": audit.backlog() if audit is not None else None,
         }
         return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/openapi.json", include_in_schema=False)
+    async def openapi(request: Request):
+        check_auth(request)
+        return JSONResponse(app.openapi())
 
     @app.get("/v1/models")
     async def models(request: Request):
@@ -385,6 +462,7 @@ def create_app(
             messages.append(
                 {"role": "system" if m.role == "developer" else m.role, "content": m.text()}
             )
+        client_turns = messages
         max_tokens = req.max_completion_tokens or req.max_tokens or cfg.default_max_tokens
         if max_tokens > cfg.max_tokens_limit:
             raise ApiError(
@@ -393,11 +471,7 @@ def create_app(
                 "max_tokens",
                 "max_tokens_too_large",
             )
-        stop = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
-        if len(stop) > 4:
-            raise ApiError(
-                422, f"stop has {len(stop)} strings; at most 4 are allowed", "stop", "invalid_value"
-            )
+        stop = check_stop(req.stop, cfg.max_stops, cfg.max_stop_chars)
         params = GenParams(
             max_tokens=max_tokens,
             temperature=cfg.temperature if req.temperature is None else req.temperature,
@@ -406,7 +480,8 @@ def create_app(
             min_tokens=req.min_tokens or 0,
             seed=req.seed,
         )
-        messages = with_system(messages, cfg.system)
+        messages = merge_system(messages, cfg.system, cfg.allow_system_override)
+        request.state.messages = messages  # for the audit row if the request fails later
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
         usage_in_stream = bool((req.stream_options or {}).get("include_usage"))
 
@@ -435,9 +510,10 @@ def create_app(
             }
             return f"data: {json.dumps(body, ensure_ascii=False)}\n\n"
 
-        # The student's message is checked before the model sees it: a refusal costs no generation.
-        user_text = "\n".join(m["content"] for m in messages if m["role"] == "user")
-        hits = policy.check(user_text, "input")
+        # Every turn the client sent is checked before the model sees it (off the event loop:
+        # the searches are time-bounded, but an operator's file may hold many).
+        client_text = "\n".join(m["content"] for m in client_turns)
+        hits = await asyncio.to_thread(policy.check, client_text, "input")
         if hits:
             refusal = hits[0].message
             usage = {"prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0}
@@ -459,16 +535,8 @@ def create_app(
 
         def work(job: Job) -> None:
             ids = encode_chat(tokenizer, messages)
-            budget = params.max_tokens
-            if context:
-                if len(ids) >= context:
-                    raise ApiError(
-                        413,
-                        f"the conversation is {len(ids)} tokens; the model's context is {context}",
-                        "messages",
-                        "context_length_exceeded",
-                    )
-                budget = min(budget, context - len(ids))
+            check_context(len(ids), context, "messages")
+            budget = min(params.max_tokens, context - len(ids)) if context else params.max_tokens
             job.emit("ready")
             said, flags = [""], []
 
@@ -507,24 +575,10 @@ def create_app(
             text = flags[0].message if flags else result.text
             job.emit("done", {"finish": finish, "usage": usage, "text": text})
 
-        engine: Engine = state["engine"]
-        job = engine.submit(work, cfg.retry_after_s)
-        try:
-            await start(job)
-        except BaseException:
-            job.cancel.set()
-            raise
-
+        job = await run_job(request, work, req.stream)
         if not req.stream:
-            try:
-                while True:
-                    kind, data = await job.events.get()
-                    if kind == "done":
-                        return completion(data["text"], data["finish"], data["usage"])
-                    if kind == "error":
-                        raise data
-            finally:
-                job.cancel.set()  # a client that went away stops the generation too
+            data = await outcome(job)  # a client that went away stops the generation too
+            return completion(data["text"], data["finish"], data["usage"])
 
         async def events() -> Any:
             try:
@@ -550,6 +604,7 @@ def create_app(
                         yield "data: [DONE]\n\n"
                         return
                     elif kind == "error":
+                        await audit_refusal(request.scope, data, messages)
                         yield f"data: {json.dumps({'error': {'message': data.message, 'code': data.code}})}\n\n"
                         return
             finally:
@@ -566,38 +621,41 @@ def create_app(
         check_chars(req.question, "question")
         for i, c in enumerate(req.choices):
             check_chars(c, f"choices[{i}]")
-        system = req.system if req.system is not None else cfg.system
+        if req.system is not None:
+            check_chars(req.system, "system")
+        theirs = [{"role": "system", "content": req.system}] if req.system else []
+        merged = merge_system(theirs, cfg.system, cfg.allow_system_override)
+        system = merged[0]["content"] if merged else None
         messages = mcq_messages(req.question, req.choices, system)
-        hits = policy.check("\n".join([req.question, *req.choices]), "input")
+        request.state.messages = messages
+        client_text = "\n".join([req.question, *req.choices, req.system or ""])
+        hits = await asyncio.to_thread(policy.check, client_text, "input")
         if hits:
             await asyncio.to_thread(
                 audit_log, endpoint="mcqa", messages=messages, response=hits[0].message,
                 status="refused", finish_reason="content_filter", latency_ms=0.0,
                 flags=[h.to_dict() for h in hits],
             )  # fmt: skip
-            raise ApiError(400, hits[0].message, "question", "content_filter")
+            err = ApiError(400, hits[0].message, "question", "content_filter")
+            err.logged = True  # the refusal row above is this request's row
+            raise err
 
         def work(job: Job) -> None:
+            # the whole prompt is counted before the forward pass, which cannot be interrupted
+            check_context(len(encode_chat(tokenizer, messages)), context, "question")
             job.emit("ready")
             answer = answer_mcq(model, tokenizer, req.question, req.choices, system)
             latency = (time.perf_counter() - job.enqueued) * 1000
+            gone = job.cancel.is_set()  # the client left during the forward pass
             audit_log(
                 endpoint="mcqa", messages=messages, response=answer["letter"],
-                finish_reason="stop", latency_ms=latency, completion_tokens=1,
+                status="cancelled" if gone else "ok", finish_reason="cancelled" if gone else "stop",
+                latency_ms=latency, completion_tokens=1,
             )  # fmt: skip
             job.emit("done", answer)
 
-        job = state["engine"].submit(work, cfg.retry_after_s)
-        try:
-            await start(job)
-            while True:
-                kind, data = await job.events.get()
-                if kind == "done":
-                    return {"object": "mcqa", "model": model_id, **data}
-                if kind == "error":
-                    raise data
-        finally:
-            job.cancel.set()
+        job = await run_job(request, work, stream=False)
+        return {"object": "mcqa", "model": model_id, **(await outcome(job))}
 
     @app.get("/")
     async def index():
