@@ -162,6 +162,21 @@ def test_queued_job_of_a_departed_client_never_runs(quiet_server):
     _wait(lambda: httpx.get(f"{url}/health").json()["inflight"] == 0, 10)
 
 
+def test_a_client_that_leaves_mid_body_is_logged_cancelled(quiet_server):
+    url, audit = quiet_server
+    before = audit.count()
+    host, port = url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as s:
+        s.sendall(
+            f"POST /v1/chat/completions HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            'Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n{"mess'.encode()
+        )
+        time.sleep(0.2)
+    _wait(lambda: audit.count() == before + 1)
+    row = audit.rows(limit=1)[0]
+    assert (row["endpoint"], row["status"], row["http_status"]) == ("chat", "cancelled", 499)
+
+
 # ---- 3. Content-Type, Host, Origin -----------------------------------------------------------
 
 

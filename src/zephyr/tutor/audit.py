@@ -150,8 +150,9 @@ class Audit:
             http_status,
         )
         with self.lock:
+            retrying = bool(self.pending)  # an outage: leave the database to the retry thread
             self.pending.append(row)
-            if self._flush():
+            if not retrying and self._flush():
                 found = self.db.execute("SELECT id FROM entries WHERE uid = ?", (row[0],))
                 return int(found.fetchone()[0])
             self._spill([row])

@@ -33,6 +33,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import FileResponse, JSONResponse, StreamingResponse
 from fastapi.staticfiles import StaticFiles
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.requests import ClientDisconnect
 
 from zephyr.tutor.audit import Audit
 from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams, encode_chat, generate
@@ -297,15 +298,20 @@ def create_app(
                 "body_too_large",
             )
         body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > cfg.max_body_bytes:
-                raise ApiError(
-                    413,
-                    f"the request body is over the limit of {cfg.max_body_bytes} bytes",
-                    "body",
-                    "body_too_large",
-                )
+        try:
+            async for chunk in request.stream():
+                body += chunk
+                if len(body) > cfg.max_body_bytes:
+                    raise ApiError(
+                        413,
+                        f"the request body is over the limit of {cfg.max_body_bytes} bytes",
+                        "body",
+                        "body_too_large",
+                    )
+        except ClientDisconnect:
+            raise ApiError(
+                499, "the client left while sending the body", "body", "client_closed"
+            ) from None
         data = parse_json(bytes(body))
         if not isinstance(data, dict):
             raise ApiError(
