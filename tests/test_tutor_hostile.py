@@ -399,3 +399,21 @@ def test_audit_database_is_private(tmp_path):
         os.umask(old)
     for path in tmp_path.iterdir():  # the database and its -wal/-shm files
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
+
+
+def test_serve_flags_reach_the_server(monkeypatch, tiny):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from zephyr.cli import app
+
+    seen = {}
+    monkeypatch.setattr("zephyr.models.load_model", lambda *a, **k: tiny)
+    monkeypatch.setattr(uvicorn, "run", lambda served, **kw: seen.update(cfg=served.state.config))
+    flags = ["--allowed-host", "a.lan", "--allowed-host", "b.lan"]
+    flags += ["--allowed-origin", "https://s.example", "--allow-system-override"]
+    r = CliRunner().invoke(app, ["serve", "tiny", *flags, "--no-audit", "--no-policy"])
+    assert r.exit_code == 0, r.output
+    cfg = seen["cfg"]
+    assert cfg.allowed_hosts == ["a.lan", "b.lan"] and cfg.allowed_origins == ["https://s.example"]
+    assert cfg.allow_system_override
