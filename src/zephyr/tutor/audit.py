@@ -191,8 +191,12 @@ class Audit:
         with open(self.fallback, encoding="utf-8") as f:
             for line in f:
                 try:
-                    self.pending.append(tuple(json.loads(line)))
-                except ValueError:  # a torn last line from a crash mid-append
+                    row = json.loads(line)
+                except ValueError:
+                    row = None
+                if isinstance(row, list) and len(row) == len(COLUMNS.split(",")):
+                    self.pending.append(tuple(row))
+                else:  # a torn last line from a crash mid-append
                     log.warning("skipping a torn line in %s", self.fallback)
         with self.lock:
             if not self._flush():
