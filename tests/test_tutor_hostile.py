@@ -143,12 +143,14 @@ def test_disconnect_stops_a_non_streamed_generation(quiet_server):
     _wait(lambda: httpx.get(f"{url}/health").json()["inflight"] == 0, 10)
 
 
-def test_queued_job_of_a_departed_client_never_runs(quiet_server):
+@pytest.mark.parametrize("stream", [False, True])
+def test_queued_job_of_a_departed_client_never_runs(quiet_server, stream):
     url, audit = quiet_server
     before = audit.count()
     first = _raw_post(url, LONG)
     _wait(lambda: httpx.get(f"{url}/health").json()["inflight"] == 1)
-    queued = _raw_post(url, {**LONG, "messages": [{"role": "user", "content": "queued-B"}]})
+    b_turns = [{"role": "user", "content": "queued-B"}]
+    queued = _raw_post(url, {**LONG, "messages": b_turns, "stream": stream})
     _wait(lambda: httpx.get(f"{url}/health").json()["inflight"] == 2)
     queued.close()
     _wait(lambda: audit.count() == before + 1)  # B's row, while A still runs
