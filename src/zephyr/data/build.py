@@ -144,9 +144,11 @@ def eval_index(cfg: DataConfig, root: Path, step=lambda what: None) -> tuple[Ind
             EOFError,
             csv.Error,
             zlib.error,
-        ) as e:  # JSON, encoding, archive
+            RecursionError,
+        ) as e:  # JSON, encoding, archive, nesting
             raise ZephyrError(
-                f"decontam file {path} could not be read ({e}); give JSONL, JSON, CSV or text"
+                f"decontam file {path} could not be read ({type(e).__name__}: {e}); give JSONL, "
+                "JSON, CSV or text"
             ) from None
         index.add(str(f), texts)
         info[str(f)] = {"files": [str(path)], "malformed": 0}
