@@ -1,12 +1,16 @@
-"""Small file helpers: atomic writes (temp name + rename), JSON/JSONL, hashing."""
+"""Small file helpers: atomic writes (temp name + rename) of files and directories, JSON/JSONL,
+hashing."""
 
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
+import shutil
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -96,3 +100,60 @@ def append_jsonl(path: str | Path, row: dict) -> None:
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
         f.flush()
+
+
+def fsync_dir(path: str | Path) -> None:
+    """Flush a directory's entries (the names of files renamed into it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _siblings(path: Path, tag: str) -> list[Path]:
+    return [p for p in path.parent.glob(f".{glob.escape(path.name)}.{tag}-*") if p.is_dir()]
+
+
+def recover_dir(path: str | Path) -> None:
+    """Repair what a kill inside `swap_dir` left: when `path` is missing but the old copy was moved
+    aside, put it back; then delete every leftover `.NAME.old-*` and `.NAME.tmp-*` sibling."""
+    path = Path(path)
+    olds = sorted(_siblings(path, "old"), key=lambda p: p.stat().st_mtime)
+    if olds and not path.exists():
+        os.replace(olds.pop(), path)
+    for p in olds + _siblings(path, "tmp"):
+        shutil.rmtree(p, ignore_errors=True)
+
+
+def swap_dir(new: str | Path, path: str | Path) -> None:
+    """Put the finished directory `new` in place of `path` (which may exist): two renames, so a
+    reader sees the old tree or the new one; a kill between them is repaired by `recover_dir`."""
+    new, path = Path(new), Path(path)
+    fsync_dir(new)
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:8]}"
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | Path) -> Iterator[Path]:
+    """Build a directory in a fresh temporary sibling, then swap it in for `path`: nothing of an
+    earlier `path` survives, and an interrupted build leaves the earlier one untouched.
+
+        with atomic_dir(out) as tmp:
+            write_jsonl(tmp / "rows.jsonl", rows)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    recover_dir(path)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.tmp-", dir=path.parent))
+    try:
+        yield tmp
+        swap_dir(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

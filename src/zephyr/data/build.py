@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 from rich.console import Console
@@ -14,18 +16,20 @@ from rich.progress import Progress
 
 from zephyr import provenance
 from zephyr.config import from_dict
-from zephyr.data import manifest, mixture
+from zephyr.data import manifest, mcqa_sft, mixture
 from zephyr.data.clean import Seen, clean, redact_row
 from zephyr.data.config import EVAL_SETS, DataConfig, Source
 from zephyr.data.decontam import Index, file_texts
 from zephyr.data.readers import SYNTH, reader
 from zephyr.data.readers.common import find
+from zephyr.data.schema import prompt_messages
 from zephyr.data.stats import Stats
-from zephyr.data.text import question_key, row_fields
+from zephyr.data.text import question_key, row_fields, words
 from zephyr.errors import ZephyrError
-from zephyr.io import write_json, write_jsonl
+from zephyr.io import atomic_dir, write_json, write_jsonl
 
 KINDS = ("sft", "pref", "mcqa")
+HELDOUT = "pref_heldout.jsonl"  # preference pairs kept out of training, for reward accuracy
 # the eval sets decontamination knows by name: what the eval stage scores
 EVAL_SPECS = {
     "gsm8k_test": Source("gsm8k", split="test", name="gsm8k_test"),
@@ -49,20 +53,29 @@ def parse_config(section: dict, where: str = "recipe data") -> DataConfig:
             raise ZephyrError(
                 f"{where}.decontam.against: unknown eval set '{name}'; known: {', '.join(EVAL_SPECS)}"
             )
-    for kind in KINDS:
+    for key in ("max_row_chars", "max_source_bytes"):
+        if getattr(cfg, key) < 1:
+            raise ZephyrError(f"{where}.{key} must be a positive number; got {getattr(cfg, key)}")
+    for kind in (*KINDS, "heldout"):
         labels = [s.label for s in getattr(cfg, kind)]
         if dup := {x for x in labels if labels.count(x) > 1}:
             raise ZephyrError(
                 f"{where}.{kind}: source '{dup.pop()}' is listed twice; give one of them a `name:`"
             )
         for i, spec in enumerate(getattr(cfg, kind)):
-            if spec.source == SYNTH:
+            if spec.source == mcqa_sft.SOURCE and kind == "sft":
+                if not cfg.mcqa:
+                    raise ZephyrError(
+                        f"{where}.sft[{i}] (source: mcqa) takes this build's MCQA rows, but "
+                        f"{where}.mcqa lists no source; add MCQA sources (arc, mmlu, sciq, ...)"
+                    )
+            elif spec.source == SYNTH:
                 if cfg.synth is None:
                     raise ZephyrError(
                         f"{where}.{kind}[{i}] uses synth but {where}.synth is not set; add `synth: {{}}`"
                     )
             else:
-                reader(spec, kind, f"{where}.{kind}[{i}]")
+                reader(spec, "pref" if kind == "heldout" else kind, f"{where}.{kind}[{i}]")
             if spec.cap is not None and spec.cap < 0:
                 raise ZephyrError(f"{where}.{kind}[{i}].cap must be >= 0; got {spec.cap}")
     return cfg
@@ -71,10 +84,12 @@ def parse_config(section: dict, where: str = "recipe data") -> DataConfig:
 def input_files(cfg: DataConfig, root: Path) -> list[Path]:
     """Every local file the build reads (missing ones raise ZephyrError): for hashing and provenance."""
     paths: list[Path] = []
-    for kind in KINDS:
+    for kind in (*KINDS, "heldout"):
         for spec in getattr(cfg, kind):
-            if spec.source != SYNTH:
-                paths += reader(spec, kind, f"data.{kind}").files(spec, root)
+            if spec.source == SYNTH or (spec.source == mcqa_sft.SOURCE and kind == "sft"):
+                continue
+            read_as = "pref" if kind == "heldout" else kind
+            paths += reader(spec, read_as, f"data.{kind}").files(spec, root)
     for name in cfg.decontam.against:
         spec = EVAL_SPECS[name]
         paths += reader(spec, "mcqa" if name != "gsm8k_test" else "sft", name).files(spec, root)
@@ -106,9 +121,7 @@ class Synth:
         return [dict(r) for r in self.cache[key]]
 
 
-def eval_index(
-    cfg: DataConfig, root: Path, strict: bool, step=lambda what: None
-) -> tuple[Index, dict]:
+def eval_index(cfg: DataConfig, root: Path, step=lambda what: None) -> tuple[Index, dict]:
     index = Index(cfg.decontam.ngram, cfg.decontam.max_doc_freq)
     info: dict[str, dict] = {}
     for name in cfg.decontam.against:
@@ -116,7 +129,7 @@ def eval_index(
         spec = EVAL_SPECS[name]
         kind = "sft" if name == "gsm8k_test" else "mcqa"
         mod = reader(spec, kind, name)
-        stats = Stats(name, kind, strict)
+        stats = new_stats(name, kind, cfg)
         paths = mod.files(spec, root)
         index.add(name, [row_fields(r) for r in rows_of(mod, spec, paths, stats, kind)])
         info[name] = {"files": [str(p) for p in paths], "malformed": stats.dropped["malformed"]}
@@ -131,9 +144,11 @@ def eval_index(
             EOFError,
             csv.Error,
             zlib.error,
-        ) as e:  # JSON, encoding, archive
+            RecursionError,
+        ) as e:  # JSON, encoding, archive, nesting
             raise ZephyrError(
-                f"decontam file {path} could not be read ({e}); give JSONL, JSON, CSV or text"
+                f"decontam file {path} could not be read ({type(e).__name__}: {e}); give JSONL, "
+                "JSON, CSV or text"
             ) from None
         index.add(str(f), texts)
         info[str(f)] = {"files": [str(path)], "malformed": 0}
@@ -160,10 +175,10 @@ def rows_of(mod, spec: Source, paths: list[Path], stats: Stats, kind: str) -> li
 
 
 def read_source(
-    spec: Source, kind: str, root: Path, synth: Synth | None, strict: bool
+    spec: Source, kind: str, root: Path, synth: Synth | None, cfg: DataConfig, stats_kind: str = ""
 ) -> tuple[Stats, list[dict]]:
     """All rows of one source, labelled with its name, and its stats (malformed rows counted)."""
-    stats = Stats(spec.label, kind, strict)
+    stats = new_stats(spec.label, stats_kind or kind, cfg)
     if spec.source == SYNTH:
         raw = synth.rows(kind)
         stats.files = ["zephyr.data.synth"]
@@ -176,6 +191,16 @@ def read_source(
     for r in raw:
         r["source"] = spec.label
     return stats, raw
+
+
+def new_stats(name: str, kind: str, cfg: DataConfig) -> Stats:
+    return Stats(
+        name,
+        kind,
+        cfg.strict,
+        max_row_chars=cfg.max_row_chars,
+        max_source_bytes=cfg.max_source_bytes,
+    )
 
 
 def decontaminate(
@@ -194,18 +219,159 @@ def decontaminate(
         kept[i] = (stats, keep)
 
 
+def drop(rows: list[dict], stats: Stats, reason: str, keys: set[str], key) -> list[dict]:
+    """The rows whose key(row) is not in `keys`; the others counted under `reason`."""
+    if not keys:
+        return rows
+    keep = [r for r in rows if key(r) not in keys]
+    if len(rows) > len(keep):
+        stats.dropped[reason] += len(rows) - len(keep)
+    return keep
+
+
+@dataclasses.dataclass
+class Run:
+    """What every kind of one build shares."""
+
+    cfg: DataConfig
+    root: Path
+    seed: int
+    synth: Synth | None
+    index: Index | None
+    dec_info: dict
+    test_keys: set[str]
+    step: Callable[[str], None]
+    stats: list[Stats] = dataclasses.field(default_factory=list)
+    mcqa: tuple[list[dict], list[dict]] = ([], [])  # this build's MCQA train / val rows
+    heldout_keys: set[str] = dataclasses.field(default_factory=set)
+
+    def gather(self, kind: str, specs: list[Source], stats_kind: str = "") -> list:
+        """Read, clean, decontaminate every source of a kind: [(stats, rows)], in list order."""
+        seen = Seen()  # duplicates are found across the sources of a kind
+        kept: list[tuple[Stats, list[dict]]] = []
+        for spec in specs:
+            self.step(f"{stats_kind or kind} {spec.label}")
+            if spec.source == mcqa_sft.SOURCE and kind == "sft":
+                stats, raw = new_stats(spec.label, kind, self.cfg), mcqa_sft.sft_rows(*self.mcqa)[0]
+                stats.files, stats.read = ["mcqa_train.jsonl", "mcqa_val.jsonl"], len(raw)
+                for r in raw:
+                    r["source"] = spec.label
+            else:
+                stats, raw = read_source(spec, kind, self.root, self.synth, self.cfg, stats_kind)
+            rows = clean(raw, kind, stats, seen, self.cfg.max_chars, self.cfg.unsafe)
+            rows = drop(rows, stats, "decontam:synth_test", self.test_keys, question_key)
+            if kind == "pref":
+                rows = drop(rows, stats, "heldout_prompt", self.heldout_keys, first_user_key)
+            kept.append((stats, rows))
+            self.stats.append(stats)
+        if self.index is not None:
+            decontaminate(kept, self.index, self.dec_info, stats_kind or kind)
+        return kept
+
+    def capped(self, kept: list, specs: list[Source], prefix: str = "") -> list[list[dict]]:
+        """Per source: the seeded first N_i = min(cap, S_i) rows, PII redacted."""
+        parts = []
+        for (stats, rows), spec in zip(kept, specs, strict=True):
+            taken = mixture.take(rows, spec.cap, self.seed, prefix + spec.label)
+            if len(rows) > len(taken):
+                stats.dropped["over_cap"] += len(rows) - len(taken)
+            if self.cfg.pii:  # after the caps: only rows that reach an output are scanned
+                taken = [redact_row(r, stats.pii) for r in taken]
+            parts.append(taken)
+        return parts
+
+    def kind(self, kind: str, console: Console) -> tuple[list[dict], list[dict]]:
+        """The train and validation rows of one record kind."""
+        specs: list[Source] = getattr(self.cfg, kind)
+        kept = self.gather(kind, specs)
+        parts = self.capped(kept, specs)
+        derived = [s.source == mcqa_sft.SOURCE and kind == "sft" for s in specs]
+        train, val = mixture.split(
+            [p for p, d in zip(parts, derived, strict=True) if not d],
+            self.cfg.val_fraction,
+            self.seed,
+        )
+        if any(derived):  # MCQA validation rows stay validation rows
+            val_ids = mcqa_sft.sft_rows(*self.mcqa)[1]
+            rows = [r for p, d in zip(parts, derived, strict=True) if d for r in p]
+            train = mixture.shuffled(train + [r for r in rows if r["id"] not in val_ids], self.seed)
+            val = mixture.shuffled(val + [r for r in rows if r["id"] in val_ids], self.seed)
+        for stats, _ in kept:
+            stats.train = sum(r["source"] == stats.name for r in train)
+            stats.val = sum(r["source"] == stats.name for r in val)
+            stats.kept = stats.train + stats.val
+            console.print(
+                f"  {kind:4s} {stats.name:32s} read {stats.read:6d}  kept {stats.kept:6d}  "
+                f"dropped {sum(stats.dropped.values()):6d}"
+            )
+        return train, val
+
+    def heldout(self) -> tuple[list[dict], dict]:
+        """The held-out preference pairs and their manifest entry; their first user turns are
+        kept in `heldout_keys` so that no training pair shares one."""
+        specs = self.cfg.heldout
+        kept = self.gather("pref", specs, stats_kind="heldout")
+        self.stats = [s for s in self.stats if s.kind != "heldout"]  # listed under `heldout`
+        parts = self.capped(kept, specs, prefix="heldout/")
+        rows = [r for p in parts for r in p]
+        for (stats, _), part in zip(kept, parts, strict=True):
+            stats.kept = len(part)
+        self.heldout_keys = {first_user_key(r) for r in rows}
+        info = {
+            "file": HELDOUT,
+            "rule": "no pair in pref_train/pref_val shares its first user turn (normalised) with a "
+            "held-out pair",
+            "per_source": {stats.name: stats.kept for stats, _ in kept},
+            "ids": [r["id"] for r in rows],
+            "sources": {stats.name: stats.to_dict() for stats, _ in kept},
+        }
+        return rows, info
+
+
+def first_user_key(row: dict) -> str:
+    """The normalised first user turn of a preference row: held-out prompts are matched on it, so
+    a longer conversation that starts the same way stays out of training too."""
+    msgs = prompt_messages(row)
+    return " ".join(words(next((m["content"] for m in msgs if m["role"] == "user"), "")))
+
+
+OUTPUT_NAME = re.compile(r"[\w.-]+\.jsonl|manifest\.json|stage\.json|\..+")
+
+
+def check_out(out: Path) -> None:
+    """Refuse to replace a folder holding anything but an earlier build (--out . would delete it)."""
+    if out.exists() and not out.is_dir():
+        raise ZephyrError(f"--out {out} is a file; give a folder for the data build")
+    if not out.is_dir() or (out / manifest.NAME).exists():
+        return
+    foreign = sorted(p.name for p in out.iterdir() if not OUTPUT_NAME.fullmatch(p.name))
+    if foreign:
+        raise ZephyrError(
+            f"{out} holds files that are not a data build ({', '.join(foreign[:3])}); the build "
+            "replaces the whole folder, so give a new or empty one"
+        )
+
+
 def build(
     cfg: DataConfig, root: Path, out: Path, seed: int, console: Console | None = None
 ) -> dict:
-    """Build every output into `out`; return the manifest (also written to out/manifest.json)."""
+    """Build every output into a fresh temporary folder swapped in for `out` (nothing of an earlier
+    build survives); return the manifest (also written to out/manifest.json)."""
     console = console or Console()
-    t0 = time.time()
-    out.mkdir(parents=True, exist_ok=True)
+    check_out(out)
     inputs = input_files(cfg, root)  # fails early, before any work, on a missing file
+    with atomic_dir(out) as tmp:
+        return build_into(cfg, root, tmp, seed, console, inputs)
+
+
+def build_into(
+    cfg: DataConfig, root: Path, out: Path, seed: int, console: Console, inputs: list[Path]
+) -> dict:
+    t0 = time.time()
     n_steps = (
         len(cfg.decontam.against)
         + len(cfg.decontam.files)
-        + sum(len(getattr(cfg, k)) for k in KINDS)
+        + sum(len(getattr(cfg, k)) for k in (*KINDS, "heldout"))
     )
     with Progress(*Progress.get_default_columns(), console=console, transient=True) as bar:
         task = bar.add_task("data", total=n_steps)
@@ -215,7 +381,7 @@ def build(
             bar.advance(task)
 
         index, dec_info = (
-            eval_index(cfg, root, cfg.strict, step)
+            eval_index(cfg, root, step)
             if cfg.decontam.against or cfg.decontam.files
             else (None, {})
         )
@@ -224,49 +390,23 @@ def build(
         # the same (normalised) question is dropped as well, whatever its source
         n_test = cfg.synth.test_n_per_family if synth else 0
         test = synth.rows("test", n_test) if n_test > 0 else []
-        test_keys = {question_key(r) for r in test}
-        all_stats: list[Stats] = []
+        run = Run(cfg, root, seed, synth, index, dec_info, {question_key(r) for r in test}, step)
         written: list[str] = []
-        for kind in KINDS:
-            specs: list[Source] = getattr(cfg, kind)
-            if not specs:
+        extra: dict = {}
+        for kind in build_order(cfg):
+            if not getattr(cfg, kind):
                 continue
-            seen = Seen()  # duplicates are found across the sources of a kind
-            kept: list[tuple[Stats, list[dict]]] = []
-            for spec in specs:
-                step(f"{kind} {spec.label}")
-                stats, raw = read_source(spec, kind, root, synth, cfg.strict)
-                rows = clean(raw, kind, stats, seen, cfg.max_chars, cfg.unsafe)
-                if test_keys:
-                    n = len(rows)
-                    rows = [r for r in rows if question_key(r) not in test_keys]
-                    if n > len(rows):
-                        stats.dropped["decontam:synth_test"] += n - len(rows)
-                kept.append((stats, rows))
-                all_stats.append(stats)
-            if index is not None:
-                decontaminate(kept, index, dec_info, kind)
-            parts = []
-            for (stats, rows), spec in zip(kept, specs, strict=True):
-                taken = mixture.take(rows, spec.cap, seed, spec.label)
-                if len(rows) > len(taken):
-                    stats.dropped["over_cap"] += len(rows) - len(taken)
-                if cfg.pii:  # after the caps: only rows that reach an output are scanned
-                    taken = [redact_row(r, stats.pii) for r in taken]
-                parts.append(taken)
-            train, val = mixture.split(parts, cfg.val_fraction, seed)
-            for stats, _ in kept:
-                stats.train = sum(r["source"] == stats.name for r in train)
-                stats.val = sum(r["source"] == stats.name for r in val)
-                stats.kept = stats.train + stats.val
-                console.print(
-                    f"  {kind:4s} {stats.name:32s} read {stats.read:6d}  kept {stats.kept:6d}  "
-                    f"dropped {sum(stats.dropped.values()):6d}"
-                )
+            if kind == "heldout":
+                rows, extra["heldout"] = run.heldout()
+                write_jsonl(out / HELDOUT, rows)
+                written.append(HELDOUT)
+                continue
+            train, val = run.kind(kind, console)
+            if kind == "mcqa":
+                run.mcqa = (train, val)
             write_jsonl(out / f"{kind}_train.jsonl", train)
             write_jsonl(out / f"{kind}_val.jsonl", val)
             written += [f"{kind}_train.jsonl", f"{kind}_val.jsonl"]
-    extra = {}
     if test:
         for r in test:
             r.setdefault("source", SYNTH)
@@ -279,18 +419,30 @@ def build(
         "seed": seed,
         "data_root": str(root),
         "seconds": round(time.time() - t0, 2),
-        "sources": manifest.sources(all_stats),
+        "sources": manifest.sources(sorted(run.stats, key=lambda s: KINDS.index(s.kind))),
         "decontam": {
             "ngram": cfg.decontam.ngram,
             "max_doc_freq": cfg.decontam.max_doc_freq,
             "eval_sets": dec_info,
         },
-        "outputs": manifest.outputs(out, written),
+        "outputs": manifest.outputs(out, sorted(written, key=output_order)),
         **extra,
         "provenance": provenance.record(dataclasses.asdict(cfg), inputs=inputs),
     }
     write_json(out / manifest.NAME, result)
     return result
+
+
+def build_order(cfg: DataConfig) -> list[str]:
+    """sft, heldout, pref, mcqa; mcqa first when an SFT source is made of its rows."""
+    if any(s.source == mcqa_sft.SOURCE for s in cfg.sft):
+        return ["mcqa", "sft", "heldout", "pref"]
+    return ["sft", "heldout", "pref", "mcqa"]
+
+
+def output_order(name: str) -> tuple:
+    kind = name.split("_")[0]
+    return (KINDS.index(kind) if kind in KINDS else len(KINDS), name)
 
 
 def overlap(test: list[dict], out: Path, written: list[str]) -> int:

@@ -15,7 +15,13 @@ data_app = typer.Typer(
 @data_app.command()
 def build(
     recipe: Annotated[Path, typer.Argument(help="Recipe YAML with a `data:` section")],
-    out: Annotated[Path, typer.Option(help="Output folder for the JSONL files and manifest.json")],
+    out: Annotated[
+        Path,
+        typer.Option(
+            help="Output folder for the JSONL files and manifest.json (built in a temporary "
+            "folder, then swapped in whole: nothing of an earlier build survives)"
+        ),
+    ],
     data_root: Annotated[
         Path | None, typer.Option(help="Folder laid out like ../shared/data")
     ] = None,

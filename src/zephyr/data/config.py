@@ -11,7 +11,7 @@ EVAL_SETS = ("gsm8k_test", "arc_test", "mmlu_test", "hellaswag_val")
 class Source:
     """One entry of a mixture list: a reader, which part of it, and how many rows at most."""
 
-    source: str  # gsm8k, arc, mmlu, sciq, hellaswag, hh_rlhf, pandalm, dpo_demo, lima, code_alpaca, alpaca, file, hub, synth
+    source: str  # mcqa (sft: this build's MCQA rows), gsm8k, arc, mmlu, sciq, hellaswag, hh_rlhf, pandalm, dpo_demo, lima, code_alpaca, alpaca, file, hub, synth
     split: str | None = None
     subset: str | None = None
     cap: int | None = None  # N_i = min(cap, S_i): never oversampled
@@ -50,6 +50,8 @@ class DataConfig:
     val_fraction: float = 0.05
     max_chars: int = 8000  # rows whose text is longer are dropped (too_long)
     strict: bool = False  # fail on the first malformed row instead of counting it (--strict)
+    max_row_chars: int = 1_000_000  # a longer raw line / JSON element / CSV record: a bad row
+    max_source_bytes: int = 1 << 30  # a source decompressing to more stops the build
     pii: bool = True
     unsafe: bool = True
     decontam: Decontam = field(default_factory=Decontam)
@@ -57,3 +59,5 @@ class DataConfig:
     sft: list[Source] = field(default_factory=list)
     pref: list[Source] = field(default_factory=list)
     mcqa: list[Source] = field(default_factory=list)
+    # preference pairs held out of pref_train/val (no shared first user turn): pref_heldout.jsonl
+    heldout: list[Source] = field(default_factory=list)

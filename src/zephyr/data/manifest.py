@@ -75,6 +75,9 @@ def show(manifest: dict, console: Console | None = None) -> None:
                 *(str(r.get(k, 0)) for k in ("sft", "pref", "mcqa")),
             )
         console.print(t)
+    if held := manifest.get("heldout"):
+        counts = ", ".join(f"{k}: {v}" for k, v in held["per_source"].items())
+        console.print(f"held-out pairs ({held['file']}, out of pref_train/val): {counts}")
     t = Table(title="outputs")
     for col in ("file", "rows", "sha256"):
         t.add_column(col)

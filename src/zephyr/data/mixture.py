@@ -26,3 +26,10 @@ def split(parts: list[list[dict]], val_fraction: float, seed: int) -> tuple[list
     if val_fraction > 0 and len(rows) >= 2:
         n_val = min(max(n_val, 1), len(rows) - 1)
     return rows[n_val:], rows[:n_val]
+
+
+def shuffled(rows: list[dict], seed: int) -> list[dict]:
+    """A seeded shuffle (a copy)."""
+    rows = list(rows)
+    random.Random(seed).shuffle(rows)
+    return rows

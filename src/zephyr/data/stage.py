@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from zephyr.data import mcqa_sft
 from zephyr.data.build import build, input_files, parse_config
 from zephyr.io import sha256_file, sha256_json
 from zephyr.pipeline import StageContext
@@ -28,4 +29,6 @@ def fingerprint(ctx: StageContext) -> str:
         for p in input_files(cfg, root)
     }
     code = {str(p.relative_to(CODE)): sha256_file(p) for p in sorted(CODE.rglob("*.py"))}
+    if any(s.source == mcqa_sft.SOURCE for s in cfg.sft):  # the MCQA prompt shapes those rows
+        code[mcqa_sft.MCQA_CODE] = sha256_file(CODE.parent.parent / mcqa_sft.MCQA_CODE)
     return sha256_json({"files": files, "code": code})

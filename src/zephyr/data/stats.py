@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +12,9 @@ from typing import Any
 from zephyr.errors import ZephyrError
 
 MAX_EXAMPLES = 5
+MAX_ROW_CHARS = 1_000_000  # a longer raw line / record is a bad row (data.max_row_chars)
+MAX_SOURCE_BYTES = 1 << 30  # a source decompressing to more stops the build (data.max_source_bytes)
+SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class Bad(Exception):
@@ -30,6 +34,9 @@ class Stats:
     dropped: Counter = field(default_factory=Counter)
     pii: Counter = field(default_factory=Counter)
     malformed: list[dict] = field(default_factory=list)
+    max_row_chars: int = MAX_ROW_CHARS
+    max_source_bytes: int = MAX_SOURCE_BYTES
+    bytes_read: int = 0  # decompressed bytes of this source's files so far
 
     def bad(self, file: str | Path, line: int, reason: str) -> None:
         """Count a malformed record, or fail naming file and line under --strict."""
@@ -42,12 +49,18 @@ class Stats:
             self.malformed.append({"file": str(file), "line": line, "reason": reason})
 
     def parse(self, fn: Callable[..., dict], obj: Any, file: str | Path, line: int) -> dict | None:
-        """fn(obj) or None when it raises Bad (counted as malformed)."""
+        """fn(obj) or None when it raises Bad (counted as malformed), nests too deeply for Python
+        to walk, or holds a lone surrogate (text that cannot be written as UTF-8)."""
         try:
-            return fn(obj)
+            row = fn(obj)
+            if (where := surrogate_field(row)) is not None:
+                raise Bad(f"lone surrogate (not valid UTF-8) in {where}")
+            return row
         except Bad as e:
             self.bad(file, line, str(e))
-            return None
+        except RecursionError:
+            self.bad(file, line, "nested too deeply")
+        return None
 
     def to_dict(self) -> dict:
         return {
@@ -61,3 +74,19 @@ class Stats:
             "pii_redacted": dict(sorted(self.pii.items())),
             "malformed_examples": self.malformed,
         }
+
+
+def surrogate_field(value: Any, where: str = "row") -> str | None:
+    """The path of the first string holding a lone surrogate (e.g. JSON "\\ud800"), or None."""
+    if isinstance(value, str):
+        return where if SURROGATE.search(value) else None
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list | tuple):
+        items = enumerate(value)
+    else:
+        return None
+    for k, v in items:
+        if (found := surrogate_field(k, where) or surrogate_field(v, f"{where}.{k}")) is not None:
+            return found
+    return None

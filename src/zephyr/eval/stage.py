@@ -144,15 +144,16 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
     """Per-task options: the recipe's, plus the data stage's files and the DPO reference."""
     opts = {t: dict(sec.options.get(t) or {}) for t in sec.tasks}
     data = ctx.inputs.get("data")
-    files = {
-        "synthetic": "synth_test.jsonl",
-        "bertscore": "synth_test.jsonl",
-        "reward_accuracy": "pref_val.jsonl",
-        "mcqa_letter": "mcqa_val.jsonl",
+    files = {  # the first file the data stage wrote, in this order
+        "synthetic": ("synth_test.jsonl",),
+        "bertscore": ("synth_test.jsonl",),
+        "reward_accuracy": ("pref_heldout.jsonl", "pref_val.jsonl"),
+        "mcqa_letter": ("mcqa_val.jsonl",),
     }
-    for task, name in files.items():
-        if task in opts and data is not None and (Path(data) / name).is_file():
-            opts[task].setdefault("file", str(Path(data) / name))
+    for task, names in files.items():
+        found = [Path(data) / n for n in names if (Path(data) / n).is_file()] if data else []
+        if task in opts and found:
+            opts[task].setdefault("file", str(found[0]))
     if "reward_accuracy" in opts:
         dpo = ctx.recipe.dpo or {}
         o = opts["reward_accuracy"]

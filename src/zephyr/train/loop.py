@@ -74,7 +74,14 @@ def _truncate_metrics(path: Path, step: int) -> None:
     """On resume, forget what was logged after the checkpoint: the rerun logs it again."""
     if not path.exists():
         return
-    rows = [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
+    lines = [x for x in path.read_text(encoding="utf-8").splitlines() if x.strip()]
+    rows = []
+    for i, x in enumerate(lines, 1):
+        try:
+            rows.append(json.loads(x))
+        except json.JSONDecodeError:
+            if i < len(lines):  # only the last line can be torn by a kill mid-append
+                raise ZephyrError(f"{path}:{i} is not valid JSON; fix or delete the line") from None
     with atomic_write(path) as f:
         for r in rows:
             if r["step"] <= step:
@@ -112,10 +119,11 @@ def fit(
     metrics_path = out_dir / "metrics.jsonl"
     ckpt_root = out_dir / "checkpoints"
 
-    start = 0
-    last = checkpoint.latest(ckpt_root)
+    warn = (lambda m: console.print(f"[yellow]{m}[/]")) if console and main else (lambda m: None)
+    last, start = checkpoint.resume(
+        ckpt_root, lm, optimizer, scheduler, rank, world, accelerator.wait_for_everyone, warn
+    )
     if last is not None:
-        start = checkpoint.load(last, lm, optimizer, scheduler, rank)
         if main:
             _truncate_metrics(metrics_path, start)
             console and console.print(f"resuming from {last.name} (step {start}/{steps})")

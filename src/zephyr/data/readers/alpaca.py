@@ -52,6 +52,6 @@ def parse(obj: dict) -> dict:
 
 def rows(spec: Source, paths: list[Path], stats: Stats, kind: str) -> Iterator[dict]:
     for path in paths:
-        for line, obj in json_array(path):
+        for line, obj in json_array(path, stats):
             if (row := stats.parse(parse, obj, path, line)) is not None:
                 yield {"id": row_id(spec.label, path.name, line), **row}

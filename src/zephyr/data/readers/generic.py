@@ -8,13 +8,12 @@ malformed row is reported as file:line instead of failing the whole file.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from zephyr.data.config import Source
-from zephyr.data.readers.common import find, json_array, jsonl, open_text
+from zephyr.data.readers.common import csv_records, find, json_array, jsonl
 from zephyr.data.schema import LETTERS, row_id
 from zephyr.data.stats import Bad, Stats
 from zephyr.errors import ZephyrError
@@ -48,19 +47,32 @@ def records(path: Path, fmt: str | None, stats: Stats) -> Iterator[tuple[int, An
     if fmt == "jsonl":
         yield from jsonl(path, stats)
     elif fmt == "json":
-        yield from json_array(path)
+        yield from json_array(path, stats)
     elif fmt == "csv":
-        with open_text(path) as f:
-            reader = csv.DictReader(f)
-            start = 2  # line 1 is the header
-            for rec in reader:
-                yield start, rec
-                start = reader.line_num + 1
+        header = None
+        for line, rec in csv_records(path, stats):
+            if header is None:
+                header = rec
+                continue
+            yield line, {h: rec[i] if i < len(rec) else None for i, h in enumerate(header)}
     else:
         import pyarrow.parquet as pq
 
-        for i, rec in enumerate(pq.read_table(path).to_pylist(), 1):
-            yield i, rec  # parquet has no lines: the row number
+        pf = pq.ParquetFile(path)
+        meta = pf.metadata
+        stats.bytes_read += sum(
+            meta.row_group(i).total_byte_size for i in range(meta.num_row_groups)
+        )
+        if stats.bytes_read > stats.max_source_bytes:
+            raise ZephyrError(
+                f"{path}: source '{stats.name}' holds more than {stats.max_source_bytes} bytes "
+                "uncompressed (data.max_source_bytes); check the file or raise the cap"
+            )
+        i = 0
+        for batch in pf.iter_batches(batch_size=1024):
+            for rec in batch.to_pylist():
+                i += 1
+                yield i, rec  # parquet has no lines: the row number
 
 
 def _get(obj: Any, columns: dict, key: str, required: bool = True) -> Any:

@@ -32,7 +32,7 @@ def parse(lines: list[str]) -> dict:
 
 def rows(spec: Source, paths: list[Path], stats: Stats, kind: str) -> Iterator[dict]:
     for path in paths:
-        with open_text(path) as f:
+        with open_text(path, stats) as f:
             lines = f.read().split("\n")
         if lines and lines[-1] == "":
             lines.pop()  # the trailing newline

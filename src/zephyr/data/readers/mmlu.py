@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Iterator
 from pathlib import Path
 
 from zephyr.data.config import Source
-from zephyr.data.readers.common import choice_index, find, open_text
+from zephyr.data.readers.common import choice_index, csv_records, find
 from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 from zephyr.errors import ZephyrError
@@ -54,11 +53,7 @@ def parse(rec: list[str], subject: str) -> dict:
 def rows(spec: Source, paths: list[Path], stats: Stats, kind: str) -> Iterator[dict]:
     for path in paths:
         subject = subject_of(path)
-        with open_text(path) as f:
-            reader = csv.reader(f)
-            start = 1
-            for rec in reader:
-                row = stats.parse(lambda r, s=subject: parse(r, s), rec, path, start)
-                if row is not None:
-                    yield {"id": row_id(spec.label, path.name, start), **row}
-                start = reader.line_num + 1
+        for start, rec in csv_records(path, stats):
+            row = stats.parse(lambda r, s=subject: parse(r, s), rec, path, start)
+            if row is not None:
+                yield {"id": row_id(spec.label, path.name, start), **row}

@@ -55,7 +55,7 @@ def parse(obj: dict) -> dict:
 
 def rows(spec: Source, paths: list[Path], stats: Stats, kind: str) -> Iterator[dict]:
     for path in paths:
-        for line, obj in json_array(path):
+        for line, obj in json_array(path, stats):
             row = stats.parse(parse, obj, path, line)
             if row is None:
                 continue

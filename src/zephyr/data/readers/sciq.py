@@ -35,7 +35,7 @@ def parse(obj: dict, rid: str) -> dict:
 
 def rows(spec: Source, paths: list[Path], stats: Stats, kind: str) -> Iterator[dict]:
     for path in paths:
-        for line, obj in json_array(path):
+        for line, obj in json_array(path, stats):
             rid = row_id(spec.label, path.name, line)
             if (row := stats.parse(lambda o, r=rid: parse(o, r), obj, path, line)) is not None:
                 yield row

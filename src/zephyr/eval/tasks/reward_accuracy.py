@@ -10,7 +10,8 @@ a coin flip, so an unchanged model scores 0.5, not 0.0 as TRL's strict `chosen >
 at step 0. `ties` reports their share; `margin` = mean of r(chosen) - r(rejected).
 
 Options: `reference` (model spec; required), `beta` (0.1), `file` (pairs JSONL; default
-pref_val.jsonl in --data-dir), `max_prompt_len` (256), `max_len` (512): the train stage defaults.
+pref_heldout.jsonl in --data-dir when the data stage wrote it, else pref_val.jsonl; the result's
+`pairs` says which: heldout / validation / file), `max_prompt_len` (256), `max_len` (512): the train stage defaults.
 """
 
 from __future__ import annotations
@@ -27,9 +28,19 @@ TIE = 1e-6
 _REF_CACHE: dict[tuple, dict[int, tuple[float, float]]] = {}
 
 
+HELDOUT, VALIDATION = "pref_heldout.jsonl", "pref_val.jsonl"
+
+
+def pair_set(path: Path) -> str:
+    """Which pairs a file holds: the data stage's held-out pairs, its validation split, or other."""
+    return {HELDOUT: "heldout", VALIDATION: "validation"}.get(path.name, "file")
+
+
 def load_pairs(cfg: EvalConfig) -> tuple[list[dict], str]:
+    """Option `file`, else the data stage's held-out pairs when it wrote them, else pref_val."""
     file = cfg.options.get("file")
-    path = Path(file) if file else Path(cfg.data_dir) / "pref_val.jsonl"
+    heldout = Path(cfg.data_dir) / HELDOUT
+    path = Path(file) if file else heldout if heldout.is_file() else Path(cfg.data_dir) / VALIDATION
     if not path.is_file():
         raise ZephyrError(
             f"preference pairs not found at {path}; pass the data stage's output as --data-dir "
@@ -138,6 +149,7 @@ def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
         per_item,
         {
             "source": source,
+            "pairs": pair_set(Path(source)),
             "reference": str(spec),
             "beta": beta,
             "dropped": len(picked) - len(kept),
