@@ -154,7 +154,7 @@ def test_report_worse_model_is_red_and_labels_collide_across_runs(tmp_path):
     other = tmp_path / "b"
     fake_run(other, {"M0": 0.5})
     t = report.build_table(report.collect([run, other / "demo"]))
-    assert t.models == ["M0", "M2-int8", "M0@demo"]
+    assert t.models == ["M0", "M0@demo", "M2-int8"]  # same base, different scores: two rows
     c = t.cells[("M2-int8", "arc_challenge", "acc")]
     assert c.delta < 0 and 'class="down"' in report._delta_html(c, "acc")
     assert report.direction("word_perplexity") == -1 and report.direction("acc") == 1
