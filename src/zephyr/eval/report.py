@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import fnmatch
 import html
+import json
 import math
 import time
 from dataclasses import dataclass, field
@@ -233,10 +234,12 @@ def _add(
             if run not in row.runs:
                 row.runs.append(run)
             return
-    key, k = label, 1
+    name = (base if label == BASE else run) if got.multi else ""
+    key = f"{label}@{name}" if name else label
+    alt, k = f"{label}@{run or 'run'}", 1  # same label and name: the run tells them apart
     while key in got.models:
-        key = f"{label}@{run}" if k == 1 else f"{label}@{run}#{k}"
         k += 1
+        key = alt if key != alt and k == 2 else f"{alt}#{k}"
     got.models[key] = entry
     got.rows[key] = Row(label, [run], base, logs)
 
@@ -302,6 +305,11 @@ def _assign_refs(got: Collected) -> None:
         row.ref = (own or same or [None])[0]
 
 
+def _is_eval_json(data: Any) -> bool:
+    """A `zephyr eval --json` file (one model) rather than an eval stage's results.json."""
+    return isinstance(data, dict) and isinstance(data.get("tasks"), dict) and "models" not in data
+
+
 def collect(
     paths: list[Path],
     training: dict[str, Path] | None = None,
@@ -314,14 +322,17 @@ def collect(
         raise ZephyrError(
             f"{len(run_names)} run names for {len(paths)} runs; pass one name per run"
         )
-    got = Collected(multi=run_names is not None or len(paths) > 1)
-    for i, p in enumerate(paths):
+    found = []
+    for p in paths:
         if not Path(p).exists():
             raise ZephyrError(f"run {p} does not exist; pass a run directory or a results.json")
         res_path = find_results(Path(p))
-        data = read_json(res_path)
+        found.append((res_path, read_json(res_path)))
+    pipelines = [d for _, d in found if not _is_eval_json(d)]
+    got = Collected(multi=run_names is not None or len(pipelines) > 1)
+    for i, (res_path, data) in enumerate(found):
         got.sources.append(str(res_path))
-        if isinstance(data, dict) and isinstance(data.get("tasks"), dict) and "models" not in data:
+        if _is_eval_json(data):
             _run_json(got, run_names[i] if run_names else "", res_path, data)
             continue
         if not isinstance(data, dict) or not isinstance(data.get("models"), dict):
@@ -616,7 +627,7 @@ def _notes(got: Collected) -> list[str]:
             "identically (same base model, same items, same scores) is shown once, with every "
             "run it belongs to. M0 + DPO = DPO started from the base model instead of M1."
         )
-    for s in got.settings:
+    for s in {json.dumps(s, sort_keys=True): s for s in got.settings}.values():
         if s.get("limit") is not None:
             notes.append(
                 f"Budget: each task scored on a seeded random sample (seed {s.get('seed', 0)}) of "

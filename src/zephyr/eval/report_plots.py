@@ -135,7 +135,8 @@ def plot_overlay(stage: str, curves: list[tuple[str, list[dict]]], out_dir: Path
     curves = [(name, rows) for name, rows in curves if any("loss" in r for r in rows)]
     if not curves:
         return None
-    second = "reward_acc" if any("reward_acc" in r for _, rs in curves for r in rs) else "lr"
+    rewards = stage != "sft" and any("reward_acc" in r for _, rs in curves for r in rs)
+    second = "reward_acc" if rewards else "lr"
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for k, (name, rows) in enumerate(curves):
