@@ -54,6 +54,7 @@ PERCENT = {
     "precision",
     "recall",
     "f1",
+    "win_vs_chosen",
 }
 LOWER_IS_BETTER = ("perplexity", "bits_per_byte", "bpb", "loss")
 NEUTRAL = {"ties"}  # reported for reading the others, neither good nor bad
@@ -464,7 +465,15 @@ def order_rows(got: Collected) -> list[str]:
 
 
 # the seeds' Table 1 column order; other tasks follow in the order they were found
-TASK_ORDER = ("hellaswag", "gsm8k", "reward_accuracy", "arc_challenge", "arc_easy", "mmlu")
+TASK_ORDER = (
+    "hellaswag",
+    "gsm8k",
+    "reward_accuracy",
+    "arc_challenge",
+    "arc_easy",
+    "mmlu",
+    "mcqa_letter",
+)
 METRIC_FIRST = {"hellaswag": ("acc_norm",), "gsm8k": ("bleu4", "rouge1", "rouge2", "rougeL")}
 
 
