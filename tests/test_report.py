@@ -190,6 +190,27 @@ def test_zephyr_report_cli(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r/report.html").is_file() and "M1" in (tmp_path / "r/report.md").read_text()
+    runs = [
+        study_run(tmp_path, n, "smollm2-135m", {"M0": 0.3, "M1": p}, ["sft"])
+        for n, p in (("a", 0.6), ("b", 0.4))
+    ]
+    named = CliRunner().invoke(
+        app,
+        [
+            "report",
+            *map(str, runs),
+            "--out",
+            str(tmp_path / "r3"),
+            "--no-plots",
+            "--name",
+            "smollm2/D_S/cosine",
+            "--name",
+            "smollm2/D_S/constant",
+        ],
+    )
+    assert named.exit_code == 0, named.output
+    md = (tmp_path / "r3/report.md").read_text()
+    assert "| smollm2/D_S/cosine, smollm2/D_S/constant |" in md and "| smollm2/D_S/constant |" in md
     bad = CliRunner().invoke(
         app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]
     )
@@ -477,3 +498,28 @@ def test_report_run_names_must_match_runs(tmp_path):
     run = study_run(tmp_path, "s", "smollm2-135m", {"M0": 0.3}, ["sft"])
     with pytest.raises(ZephyrError, match="one name per run"):
         report.write_report([run], tmp_path / "o", run_names=["a", "b"])
+
+
+def test_cohorts_from_the_logs_a_real_eval_writes(tiny_model, shared_data, tmp_path):
+    """The eval's own per-item logs (MMLU subject, synthetic family) feed the cohort table."""
+    from zephyr.eval.run import evaluate
+    from zephyr.io import write_json
+
+    eval_dir = tmp_path / "run/eval-1"
+    res = evaluate(
+        str(tiny_model),
+        ["mmlu", "synthetic", "arc_easy"],
+        data_dir=shared_data,
+        limit=12,
+        num_fewshot=0,
+        log_dir=eval_dir / "logs/M0",
+        options={"synthetic": {"max_new_tokens": 4, "n": 12}},
+    )
+    write_json(eval_dir / "results.json", {"models": {"M0": {"path": str(tiny_model), **res}}})
+    t = report.build_table(report.collect([tmp_path / "run"]))
+    mmlu = {c: v["M0"] for (task, c), v in t.cohorts.items() if task == "mmlu"}
+    families = {c: v["M0"] for (task, c), v in t.cohorts.items() if task == "synthetic"}
+    assert sum(n for _, n in mmlu.values()) == 12 and sum(n for _, n in families.values()) == 12
+    assert len(families) > 1 and t.cohorts[("arc", "Easy")]["M0"][1] == 12
+    subjects = res["tasks"]["mmlu"]["extra"]["subjects"]
+    assert {s: (pytest.approx(v["acc"]), v["n"]) for s, v in subjects.items()} == mmlu
