@@ -330,6 +330,11 @@ def test_find_models_labels_quantized_by_source(tmp_path, tiny_model):
         opts["reward_accuracy"]["reference"] == models["M1"]
         and opts["reward_accuracy"]["beta"] == 0.1
     )
+    (tmp_path / "data-1").mkdir()
+    (tmp_path / "data-1/pref_val.jsonl").write_text("{}\n")
+    ctx.inputs["data"] = tmp_path / "data-1"
+    opts = stage.task_options(ctx, stage.EvalSection(tasks=["dialogrpt"]), models)
+    assert opts["dialogrpt"]["file"] == str(tmp_path / "data-1/pref_val.jsonl")  # held-out pairs
 
 
 def test_eval_json_files_of_one_model_merge_into_one_row(tmp_path):

@@ -149,6 +149,7 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
         "bertscore": "synth_test.jsonl",
         "reward_accuracy": "pref_val.jsonl",
         "mcqa_letter": "mcqa_val.jsonl",
+        "dialogrpt": "pref_val.jsonl",
     }
     for task, name in files.items():
         if task in opts and data is not None and (Path(data) / name).is_file():
