@@ -528,3 +528,22 @@ def test_cohorts_from_the_logs_a_real_eval_writes(tiny_model, shared_data, tmp_p
     assert len(families) > 1 and t.cohorts[("arc", "Easy")]["M0"][1] == 12
     subjects = res["tasks"]["mmlu"]["extra"]["subjects"]
     assert {s: (pytest.approx(v["acc"]), v["n"]) for s, v in subjects.items()} == mmlu
+
+
+def test_a_training_stage_shared_by_variants_is_one_curve(tmp_path):
+    a = study_run(tmp_path, "a", "smollm2-135m", {"M0": 0.3, "M1": 0.6}, ["sft"])
+    b = study_run(tmp_path, "b", "smollm2-135m", {"M0": 0.3, "M1": 0.6, "M2": 0.7}, ["sft", "dpo"])
+    res = json.loads((b / "eval-1/results.json").read_text())
+    res["stages"]["sft"] = str(a / "sft-1")  # the M2 variant trained DPO on variant a's M1
+    res["models"]["M1"]["path"] = f"{a}/x/model"
+    (b / "eval-1/results.json").write_text(json.dumps(res))
+    got = report.collect([a, b], run_names=["D_S/M1", "D_S/M2"])
+    assert [(r.label, r.runs) for r in got.rows.values()] == [
+        ("M0", ["D_S/M1", "D_S/M2"]),
+        ("M1", ["D_S/M1", "D_S/M2"]),  # one model, evaluated twice alike: one row
+        ("M2", ["D_S/M2"]),
+    ]
+    assert [(c.stage, c.name) for c in got.curves] == [
+        ("sft", "D_S/M1, D_S/M2: M1"),
+        ("dpo", "D_S/M2: M2"),
+    ]

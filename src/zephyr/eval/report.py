@@ -77,9 +77,16 @@ class Curve:
     """One training stage's metrics.jsonl, as drawn in the overlaid training figures."""
 
     stage: str  # sft, dpo, kto
-    name: str  # legend entry: "<runs>: <label>"
+    label: str  # M1, M2, M0 + DPO, ...
+    runs: list[str]  # the variants that share this stage's output
     rows: list[dict]
     file: str
+
+    @property
+    def name(self) -> str:
+        """Legend entry: "<variants>: <label>" (the label alone for a single unnamed run)."""
+        runs = ", ".join(r for r in self.runs if r)
+        return f"{runs}: {self.label}" if runs else self.label
 
 
 @dataclass
@@ -218,18 +225,24 @@ def _add(
     logs: Path | None,
     json_file: bool = False,
 ) -> None:
-    """A row, or merged into an equal one: the same base's identical M0 from another run, or
-    another `zephyr eval --json` file of the same model in the same run."""
+    """A row, or merged into an equal one: the same model with identical scores from another run
+    (a base model's M0, an M1 that two variants share), or another `zephyr eval --json` file
+    of the same model in the same run."""
     for key, row in got.rows.items():
         old = got.models[key]
-        shared_m0 = label == BASE == row.label and row.base == base and _same_items(old, entry)
+        shared = (  # an M0, or a stage output two variants share: same model, same scores
+            label == row.label
+            and row.base == base
+            and str(old.get("path")) == str(entry.get("path"))
+            and _same_items(old, entry)
+        )
         same_model = (
             json_file
             and row.label == label
             and run in row.runs
             and old.get("path") == entry.get("path")
         )
-        if shared_m0 or same_model:
+        if shared or same_model:
             for task, res in (entry.get("tasks") or {}).items():
                 old.setdefault("tasks", {}).setdefault(task, res)
             if run not in row.runs:
@@ -287,10 +300,10 @@ def _run_pipeline(got: Collected, run: str, res_path: Path, data: dict, training
         label = relabel(STAGE_LABELS[stage], from_base)
         same = [c for c in got.curves if c.file == str(f)]
         if same:  # one stage shared by several variants: one curve, every variant named
-            same[0].name = f"{run}, {same[0].name}"
+            same[0].runs.append(run)
             continue
-        name = f"{run}: {label}" if got.multi else label
-        got.curves.append(Curve(stage, name, read_jsonl(f), str(f)))
+        runs = [run] if got.multi else []
+        got.curves.append(Curve(stage, label, runs, read_jsonl(f), str(f)))
 
 
 def _assign_refs(got: Collected) -> None:
@@ -632,9 +645,10 @@ def _notes(got: Collected) -> list[str]:
     ]
     if got.multi:
         notes.append(
-            "One row per (base model, stage, variant); an M0 that several runs evaluated "
-            "identically (same base model, same items, same scores) is shown once, with every "
-            "run it belongs to. M0 + DPO = DPO started from the base model instead of M1."
+            "One row per (base model, stage, variant); a model that several runs evaluated "
+            "identically (same model, same items, same scores: a base model's M0, an M1 two "
+            "variants share) is shown once, with every run it belongs to. M0 + DPO = DPO "
+            "started from the base model instead of M1."
         )
     for s in {json.dumps(s, sort_keys=True): s for s in got.settings}.values():
         if s.get("limit") is not None:
