@@ -793,6 +793,13 @@ def _delta_html(c: Cell, metric: str) -> str:
     return f' <span class="{cls}" title="{tip}">{txt}{star}</span>'
 
 
+def _html_table(cols: list[str], rows: list[list[str]]) -> str:
+    e = html.escape
+    head = "".join(f"<th>{e(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>" for r in rows)
+    return f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
+
+
 def render_html(got: Collected, t: Table, plots: dict[str, Path], title: str) -> str:
     e = html.escape
     notes = {task: i + 1 for i, task in enumerate(t.protocols)}
@@ -848,25 +855,11 @@ def render_html(got: Collected, t: Table, plots: dict[str, Path], title: str) ->
         out.append(f"<li><b>{e(m)}</b>: <code>{e(str(got.models[m].get('path', '?')))}</code></li>")
     out.append("</ul>")
     if t.cohorts:
-        cols, rows = cohort_rows(t)
-        out += [
-            "<h2>Error analysis: accuracy per cohort</h2>",
-            '<div class="wrap"><table><thead><tr>',
-            "".join(f"<th>{e(c)}</th>" for c in cols),
-            "</tr></thead><tbody>",
-        ]
-        out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>" for r in rows]
-        out.append(f'</tbody></table></div><ul class="notes"><li>{e(COHORT_NOTE)}</li></ul>')
+        out += ["<h2>Error analysis: accuracy per cohort</h2>", _html_table(*cohort_rows(t))]
+        out.append(f'<ul class="notes"><li>{e(COHORT_NOTE)}</li></ul>')
     for report, path in got.quant:
-        cols, rows = table_rows(report)
-        out += [
-            f"<h2>Table 2: quantization of <code>{e(str(report['source']))}</code></h2>",
-            '<div class="wrap"><table><thead><tr>',
-            "".join(f"<th>{e(c)}</th>" for c in cols),
-            "</tr></thead><tbody>",
-        ]
-        out += ["<tr>" + "".join(f"<td>{e(v)}</td>" for v in r) + "</tr>" for r in rows]
-        out.append("</tbody></table></div>")
+        out.append(f"<h2>Table 2: quantization of <code>{e(str(report['source']))}</code></h2>")
+        out.append(_html_table(*table_rows(report)))
         out.append(
             '<ul class="notes">'
             + "".join(f"<li>{e(n)}</li>" for n in _quant_notes(report, path))
