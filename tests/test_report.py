@@ -547,3 +547,44 @@ def test_a_training_stage_shared_by_variants_is_one_curve(tmp_path):
         ("sft", "D_S/M1, D_S/M2: M1"),
         ("dpo", "D_S/M2: M2"),
     ]
+
+
+def test_report_of_real_stages_labels_dpo_from_the_base(tiny_model, tmp_path, monkeypatch):
+    """dpo (from: base) -> eval -> report on a tiny model: the real train.json and results.json."""
+    from rich.console import Console
+
+    from zephyr.eval import stage
+    from zephyr.pipeline import Recipe, StageContext
+    from zephyr.train.stage import run_dpo
+
+    monkeypatch.setenv("ZEPHYR_HOME", str(tmp_path / "home"))
+    data = Path(__file__).parent / "fixtures/train"
+    dpo = dict(lr=1e-2, micro_batch=4, grad_accum=1, max_steps=2, warmup_steps=0, bf16=False)
+    dpo |= dict(max_seq_len=96, max_val=4, eval_every=0, **{"from": "base"})
+    recipe = Recipe(
+        name="t",
+        model=str(tiny_model),
+        stages=["dpo", "eval"],
+        dpo=dpo,
+        eval={"tasks": ["reward_accuracy"], "limit": 4, "batch_size": 2, "speed_tokens": 0},
+    )
+    quiet = Console(quiet=True)
+    run = tmp_path / "runs/t"
+    dctx = StageContext("dpo", recipe, recipe.dpo, run, {"data": data}, tmp_path, quiet)
+    dctx.out_dir = run / "dpo-1"
+    dctx.out_dir.mkdir(parents=True)
+    run_dpo(dctx)
+    inputs = {"data": data, "dpo": dctx.out_dir}
+    ectx = StageContext("eval", recipe, recipe.eval, run, inputs, tmp_path, quiet)
+    ectx.out_dir = run / "eval-1"
+    ectx.out_dir.mkdir()
+    stage.run(ectx)
+    (ectx.out_dir / "stage.json").write_text(
+        json.dumps({"config": {"recipe": {"model": str(tiny_model), "dpo": dpo}}})
+    )
+    got = report.collect([run], run_names=["tiny/M0+DPO"])
+    assert [r.label for r in got.rows.values()] == ["M0", "M0 + DPO"]
+    assert [c.name for c in got.curves] == ["tiny/M0+DPO: M0 + DPO"]
+    t = report.build_table(got)
+    key = next(k for k, r in got.rows.items() if r.label == "M0 + DPO")
+    assert t.cells[(key, "reward_accuracy", "accuracy")].delta is not None

@@ -158,7 +158,7 @@ def plot_overlay(stage: str, curves: list[tuple[str, list[dict]]], out_dir: Path
     for ax in axes:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    fig.suptitle(f"training: {STAGE_TITLES.get(stage, stage)}, {len(curves)} runs", fontsize=11)
+    fig.suptitle(f"training: {stage.upper()}, {len(curves)} runs overlaid", fontsize=11)
     fig.tight_layout()
     path = _save(fig, out_dir / f"train_{stage}.png")
     plt.close(fig)
