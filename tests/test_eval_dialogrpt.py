@@ -102,3 +102,10 @@ def test_dialogrpt_without_a_ranker_says_how_to_provide_one(tmp_path, monkeypatc
         dialogrpt.load_ranker("microsoft/DialogRPT-updown")
     with pytest.raises(ZephyrError, match="has no config.json"):
         dialogrpt.load_ranker(str(tmp_path / "missing"))
+
+
+def test_dialogrpt_fails_before_generating_when_the_ranker_is_missing(tmp_path):
+    (tmp_path / "pref_val.jsonl").write_text(json.dumps({"prompt": "Hi", "chosen": "a"}) + "\n")
+    cfg = EvalConfig(task="dialogrpt", data_dir=tmp_path, options={"model": str(tmp_path / "no")})
+    with pytest.raises(ZephyrError, match="--dialogrpt-model"):
+        dialogrpt.run(None, cfg)  # no scorer needed: nothing is generated first

@@ -34,8 +34,8 @@ _RANKERS: dict[str, tuple[Any, Any]] = {}  # one ranker per process, shared acro
 
 HOW_TO_PROVIDE = (
     "download it on a connected machine (`huggingface-cli download microsoft/DialogRPT-updown "
-    "--local-dir DialogRPT-updown`), copy that folder here and pass `--option "
-    "dialogrpt.model=DialogRPT-updown` to `zephyr eval` (recipes: eval.options.dialogrpt.model)"
+    "--local-dir DialogRPT-updown`), copy that folder here and pass `--dialogrpt-model "
+    "DialogRPT-updown` to `zephyr eval` (recipes: eval.options.dialogrpt.model)"
 )
 
 
@@ -112,13 +112,13 @@ def conversation(row: dict) -> list[dict]:
 
 def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
     rows, source = load_rows(cfg)
+    spec = str(cfg.options.get("model") or DEFAULT_MODEL)
+    ranker = load_ranker(spec)  # before generating: a missing ranker fails in seconds
     picked = gen.subset(rows, cfg.limit, cfg.seed)
     convs = [conversation(r) for _, r in picked]
     prompts = [gen.chat_prompt(scorer.tokenizer, c) for c in convs]
     max_new = int(cfg.options.get("max_new_tokens", 128))
     replies = gen.generate(scorer, prompts, max_new, STOP)
-    spec = str(cfg.options.get("model") or DEFAULT_MODEL)
-    ranker = load_ranker(spec)
     max_len = int(cfg.options.get("max_len", 512))
     contexts = [context_text(c) for c in convs]
     scores = rank(ranker, contexts, replies, max_len)
