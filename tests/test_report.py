@@ -154,8 +154,8 @@ def test_report_worse_model_is_red_and_labels_collide_across_runs(tmp_path):
     other = tmp_path / "b"
     fake_run(other, {"M0": 0.5})
     t = report.build_table(report.collect([run, other / "demo"]))
-    assert t.models == ["M0", "M2-int8", "M0@demo"]
-    c = t.cells[("M2-int8", "arc_challenge", "acc")]
+    assert t.models == ["M0@/models/M0", "M0@demo", "M2-int8@demo"]  # same base, new scores: 2 rows
+    c = t.cells[("M2-int8@demo", "arc_challenge", "acc")]
     assert c.delta < 0 and 'class="down"' in report._delta_html(c, "acc")
     assert report.direction("word_perplexity") == -1 and report.direction("acc") == 1
 
@@ -190,6 +190,27 @@ def test_zephyr_report_cli(tmp_path):
     )
     assert res.exit_code == 0, res.output
     assert (tmp_path / "r/report.html").is_file() and "M1" in (tmp_path / "r/report.md").read_text()
+    runs = [
+        study_run(tmp_path, n, "smollm2-135m", {"M0": 0.3, "M1": p}, ["sft"])
+        for n, p in (("a", 0.6), ("b", 0.4))
+    ]
+    named = CliRunner().invoke(
+        app,
+        [
+            "report",
+            *map(str, runs),
+            "--out",
+            str(tmp_path / "r3"),
+            "--no-plots",
+            "--name",
+            "smollm2/D_S/cosine",
+            "--name",
+            "smollm2/D_S/constant",
+        ],
+    )
+    assert named.exit_code == 0, named.output
+    md = (tmp_path / "r3/report.md").read_text()
+    assert "| smollm2/D_S/cosine, smollm2/D_S/constant |" in md and "| smollm2/D_S/constant |" in md
     bad = CliRunner().invoke(
         app, ["report", str(tmp_path / "missing"), "--out", str(tmp_path / "r2")]
     )
@@ -309,6 +330,11 @@ def test_find_models_labels_quantized_by_source(tmp_path, tiny_model):
         opts["reward_accuracy"]["reference"] == models["M1"]
         and opts["reward_accuracy"]["beta"] == 0.1
     )
+    (tmp_path / "data-1").mkdir()
+    (tmp_path / "data-1/pref_val.jsonl").write_text("{}\n")
+    ctx.inputs["data"] = tmp_path / "data-1"
+    opts = stage.task_options(ctx, stage.EvalSection(tasks=["dialogrpt"]), models)
+    assert opts["dialogrpt"]["file"] == str(tmp_path / "data-1/pref_val.jsonl")  # held-out pairs
 
 
 def test_eval_json_files_of_one_model_merge_into_one_row(tmp_path):
@@ -334,3 +360,231 @@ def test_eval_json_files_of_one_model_merge_into_one_row(tmp_path):
     got = report.collect([tmp_path / f"{x}.json" for x in "abcd"])
     assert list(got.models) == ["M0", "M2", "my/model"]
     assert report.build_table(got).models[:2] == ["M0", "M2"]
+
+
+# ---------------------------------------------------------------------------- many runs
+def study_run(
+    root: Path, name: str, base: str, models: dict[str, float], stages: list[str], **recipe
+) -> Path:
+    """A finished pipeline run of one study variant: eval stage (stage.json records the recipe),
+    per-item MMLU logs, and the metrics.jsonl of each training stage."""
+    run = root / name
+    rng = random.Random(7)
+    subjects = [rng.choice(["algebra", "virology"]) for _ in range(40)]
+    entries, stage_dirs = {}, {}
+    for stage in stages:
+        d = run / f"{stage}-1"
+        d.mkdir(parents=True)
+        stage_dirs[stage] = str(d)
+        lr = recipe.get("lr", "cosine")
+        rows = [
+            {
+                "step": s,
+                "loss": 2.0 / (s + 1) + (0.1 if lr == "constant" else 0),
+                "lr": 1e-4 if lr == "constant" else 1e-4 * (1 + math.cos(math.pi * s / 10)) / 2,
+                **({"val_loss": 2.1 / (s + 1)} if s % 5 == 0 else {}),
+                **({"reward_acc": 0.5 + s / 40} if s % 5 == 0 and stage == "dpo" else {}),
+            }
+            for s in range(11)
+        ]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        start = base if stage == "sft" or "sft" not in stages else str(run / "sft-1/model")
+        (d / "train.json").write_text(json.dumps({"base": start}))
+    for label, p in models.items():
+        arc = task("arc_challenge", p, 40, seed=1)  # one seed: the same items, paired
+        mmlu = task("mmlu", p, 40, seed=2)
+        entries[label] = {"path": base if label == "M0" else f"{run}/x/model", "tasks": {}}
+        entries[label]["tasks"] = {"arc_challenge": arc, "mmlu": mmlu}
+        logs = run / "eval-1/logs" / label
+        logs.mkdir(parents=True)
+        (logs / "mmlu.jsonl").write_text(
+            "".join(
+                json.dumps({"id": i, "subject": s, "acc": a}) + "\n"
+                for i, (s, a) in enumerate(zip(subjects, mmlu["per_item"]["acc"], strict=True))
+            )
+        )
+    stage_dirs["data"] = str(run / "data-1")
+    (run / "eval-1/results.json").write_text(
+        json.dumps({"models": entries, "settings": {"limit": 40, "seed": 0}, "stages": stage_dirs})
+    )
+    full = {"model": base, "stages": ["data", *stages, "eval"], **recipe}
+    (run / "eval-1/stage.json").write_text(json.dumps({"config": {"recipe": full}}))
+    return run
+
+
+def test_report_of_a_study_compares_each_row_with_its_own_base(tmp_path):
+    runs = [
+        study_run(tmp_path, "s-cos", "smollm2-135m", {"M0": 0.3, "M1": 0.7}, ["sft"]),
+        study_run(tmp_path, "g", "gemma-270m", {"M0": 0.5, "M1": 0.6}, ["sft"]),
+        study_run(
+            tmp_path, "s-const", "smollm2-135m", {"M0": 0.3, "M1": 0.5}, ["sft"], lr="constant"
+        ),
+        study_run(
+            tmp_path,
+            "s-dpo0",
+            "smollm2-135m",
+            {"M0": 0.3, "M2": 0.4},
+            ["dpo"],
+            dpo={"from": "base"},
+        ),
+        study_run(
+            tmp_path, "s-dpo1", "smollm2-135m", {"M0": 0.3, "M1": 0.7, "M2": 0.8}, ["sft", "dpo"]
+        ),
+    ]
+    names = [
+        "smollm2/D_S/cosine",
+        "gemma/D_S",
+        "smollm2/D_S/constant",
+        "smollm2/M0+DPO",
+        "smollm2/M2",
+    ]
+    got = report.collect(runs, run_names=names)
+    t = report.build_table(got)
+    rows = {k: got.rows[k] for k in t.models}
+    labels = [(r.label, r.base) for r in rows.values()]
+    # one smollm2 M0 for the four smollm2 runs (same items, same scores), gemma's M0 apart
+    assert labels.count(("M0", "smollm2-135m")) == 1 and ("M0", "gemma-270m") in labels
+    m0 = next(k for k, r in rows.items() if r.label == "M0" and r.base == "smollm2-135m")
+    assert rows[m0].runs == [n for n in names if n.startswith("smollm2")]
+    # the DPO-from-base model is labelled M0 + DPO; DPO from M1 stays M2
+    assert ("M0 + DPO", "smollm2-135m") in labels and ("M2", "smollm2-135m") in labels
+    # every delta against the row's own base model's M0, not the first run's
+    raw = {
+        n: json.loads((r / "eval-1/results.json").read_text())["models"]
+        for n, r in zip(names, runs, strict=True)
+    }
+    acc = {
+        n: {m: e["tasks"]["arc_challenge"]["metrics"]["acc"] for m, e in v.items()}
+        for n, v in raw.items()
+    }
+    for key, row in rows.items():
+        if row.label == "M0":
+            assert t.cells[(key, "arc_challenge", "acc")].delta is None
+            continue
+        run = row.runs[0]
+        src = {"M0 + DPO": "M2"}.get(row.label, row.label)
+        want = 100 * (acc[run][src] - acc[run]["M0"])
+        assert t.cells[(key, "arc_challenge", "acc")].delta == pytest.approx(want), key
+    gemma_m1 = next(k for k, r in rows.items() if r.label == "M1" and r.base == "gemma-270m")
+    assert rows[gemma_m1].ref != m0 and got.rows[rows[gemma_m1].ref].base == "gemma-270m"
+    assert t.cells[(gemma_m1, "arc_challenge", "acc")].delta_ci is not None  # paired on own M0
+    # rows grouped by base model, M0 first
+    assert [r.label for r in rows.values()][:1] == ["M0"] and t.models.index(
+        gemma_m1
+    ) > t.models.index(m0)
+
+    paths = report.write_report(runs, tmp_path / "out", run_names=names)
+    md = paths["md"].read_text()
+    assert "| model | base model | variant |" in md
+    assert "| **M0 + DPO** DPO from the base | `smollm2-135m` | smollm2/M0+DPO |" in md
+    # training curves overlaid: one figure per stage, every run in its legend sources
+    assert paths["train_sft"].stat().st_size > 1000 and paths["train_dpo"].stat().st_size > 1000
+    assert "smollm2/D_S/constant: M1" in md and "smollm2/M0+DPO: M0 + DPO" in md
+    assert "smollm2/M2: M2" in md
+
+
+def test_report_cohort_table_counts_items_per_subject(tmp_path):
+    run = study_run(tmp_path, "s", "smollm2-135m", {"M0": 0.3, "M1": 0.7}, ["sft"])
+    got = report.collect([run])
+    t = report.build_table(got)
+    logs = [json.loads(x) for x in (run / "eval-1/logs/M1/mmlu.jsonl").read_text().splitlines()]
+    alg = [r["acc"] for r in logs if r["subject"] == "algebra"]
+    assert t.cohorts[("mmlu", "algebra")]["M1"] == (pytest.approx(sum(alg) / len(alg)), len(alg))
+    assert t.cohorts[("arc", "Challenge")]["M0"][1] == 40
+    md = report.write_report([run], tmp_path / "out", plots=False)["md"].read_text()
+    line = next(x for x in md.splitlines() if x.startswith("| mmlu | algebra |"))
+    assert f"{100 * sum(alg) / len(alg):.1f} ({len(alg)})" in line
+    assert "## Error analysis" in md
+
+
+def test_report_run_names_must_match_runs(tmp_path):
+    from zephyr.errors import ZephyrError
+
+    run = study_run(tmp_path, "s", "smollm2-135m", {"M0": 0.3}, ["sft"])
+    with pytest.raises(ZephyrError, match="one name per run"):
+        report.write_report([run], tmp_path / "o", run_names=["a", "b"])
+
+
+def test_cohorts_from_the_logs_a_real_eval_writes(tiny_model, shared_data, tmp_path):
+    """The eval's own per-item logs (MMLU subject, synthetic family) feed the cohort table."""
+    from zephyr.eval.run import evaluate
+    from zephyr.io import write_json
+
+    eval_dir = tmp_path / "run/eval-1"
+    res = evaluate(
+        str(tiny_model),
+        ["mmlu", "synthetic", "arc_easy"],
+        data_dir=shared_data,
+        limit=12,
+        num_fewshot=0,
+        log_dir=eval_dir / "logs/M0",
+        options={"synthetic": {"max_new_tokens": 4, "n": 12}},
+    )
+    write_json(eval_dir / "results.json", {"models": {"M0": {"path": str(tiny_model), **res}}})
+    t = report.build_table(report.collect([tmp_path / "run"]))
+    mmlu = {c: v["M0"] for (task, c), v in t.cohorts.items() if task == "mmlu"}
+    families = {c: v["M0"] for (task, c), v in t.cohorts.items() if task == "synthetic"}
+    assert sum(n for _, n in mmlu.values()) == 12 and sum(n for _, n in families.values()) == 12
+    assert len(families) > 1 and t.cohorts[("arc", "Easy")]["M0"][1] == 12
+    subjects = res["tasks"]["mmlu"]["extra"]["subjects"]
+    assert {s: (pytest.approx(v["acc"]), v["n"]) for s, v in subjects.items()} == mmlu
+
+
+def test_a_training_stage_shared_by_variants_is_one_curve(tmp_path):
+    a = study_run(tmp_path, "a", "smollm2-135m", {"M0": 0.3, "M1": 0.6}, ["sft"])
+    b = study_run(tmp_path, "b", "smollm2-135m", {"M0": 0.3, "M1": 0.6, "M2": 0.7}, ["sft", "dpo"])
+    res = json.loads((b / "eval-1/results.json").read_text())
+    res["stages"]["sft"] = str(a / "sft-1")  # the M2 variant trained DPO on variant a's M1
+    res["models"]["M1"]["path"] = f"{a}/x/model"
+    (b / "eval-1/results.json").write_text(json.dumps(res))
+    got = report.collect([a, b], run_names=["D_S/M1", "D_S/M2"])
+    assert [(r.label, r.runs) for r in got.rows.values()] == [
+        ("M0", ["D_S/M1", "D_S/M2"]),
+        ("M1", ["D_S/M1", "D_S/M2"]),  # one model, evaluated twice alike: one row
+        ("M2", ["D_S/M2"]),
+    ]
+    assert [(c.stage, c.name) for c in got.curves] == [
+        ("sft", "D_S/M1, D_S/M2: M1"),
+        ("dpo", "D_S/M2: M2"),
+    ]
+
+
+def test_report_of_real_stages_labels_dpo_from_the_base(tiny_model, tmp_path, monkeypatch):
+    """dpo (from: base) -> eval -> report on a tiny model: the real train.json and results.json."""
+    from rich.console import Console
+
+    from zephyr.eval import stage
+    from zephyr.pipeline import Recipe, StageContext
+    from zephyr.train.stage import run_dpo
+
+    monkeypatch.setenv("ZEPHYR_HOME", str(tmp_path / "home"))
+    data = Path(__file__).parent / "fixtures/train"
+    dpo = dict(lr=1e-2, micro_batch=4, grad_accum=1, max_steps=2, warmup_steps=0, bf16=False)
+    dpo |= dict(max_seq_len=96, max_val=4, eval_every=0, **{"from": "base"})
+    recipe = Recipe(
+        name="t",
+        model=str(tiny_model),
+        stages=["dpo", "eval"],
+        dpo=dpo,
+        eval={"tasks": ["reward_accuracy"], "limit": 4, "batch_size": 2, "speed_tokens": 0},
+    )
+    quiet = Console(quiet=True)
+    run = tmp_path / "runs/t"
+    dctx = StageContext("dpo", recipe, recipe.dpo, run, {"data": data}, tmp_path, quiet)
+    dctx.out_dir = run / "dpo-1"
+    dctx.out_dir.mkdir(parents=True)
+    run_dpo(dctx)
+    inputs = {"data": data, "dpo": dctx.out_dir}
+    ectx = StageContext("eval", recipe, recipe.eval, run, inputs, tmp_path, quiet)
+    ectx.out_dir = run / "eval-1"
+    ectx.out_dir.mkdir()
+    stage.run(ectx)
+    (ectx.out_dir / "stage.json").write_text(
+        json.dumps({"config": {"recipe": {"model": str(tiny_model), "dpo": dpo}}})
+    )
+    got = report.collect([run], run_names=["tiny/M0+DPO"])
+    assert [r.label for r in got.rows.values()] == ["M0", "M0 + DPO"]
+    assert [c.name for c in got.curves] == ["tiny/M0+DPO: M0 + DPO"]
+    t = report.build_table(got)
+    key = next(k for k, r in got.rows.items() if r.label == "M0 + DPO")
+    assert t.cells[(key, "reward_accuracy", "accuracy")].delta is not None

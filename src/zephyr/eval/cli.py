@@ -62,15 +62,54 @@ def register(app: typer.Typer) -> None:
         ] = None,
         log_dir: Annotated[Path | None, typer.Option(help="Write per-item JSONL logs here")] = None,
         dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+        option: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--option",
+                help="Any task option as task.key=value (repeatable), e.g. "
+                "reward_accuracy.max_len=256, wikitext.window=512, mcqa_letter.file=x.jsonl",
+            ),
+        ] = None,
+        reference: Annotated[
+            str | None,
+            typer.Option(help="reward_accuracy: the reference model (the DPO start model)"),
+        ] = None,
+        pairs: Annotated[
+            Path | None,
+            typer.Option(help="reward_accuracy / dialogrpt: preference pairs JSONL (held out)"),
+        ] = None,
+        beta: Annotated[
+            float | None, typer.Option(help="reward_accuracy: DPO beta of the implicit reward")
+        ] = None,
+        max_new_tokens: Annotated[
+            int | None,
+            typer.Option(help="gsm8k / synthetic / bertscore / dialogrpt: generation length"),
+        ] = None,
+        dialogrpt_model: Annotated[
+            str | None,
+            typer.Option(help="dialogrpt: the ranker (a local copy of microsoft/DialogRPT-updown)"),
+        ] = None,
     ) -> None:
         """Evaluate MODEL with lm-eval-exact protocols; prints every metric with its protocol."""
         from rich.console import Console
 
+        from zephyr.eval import options as task_options
         from zephyr.eval.run import evaluate, parse_tasks
         from zephyr.io import write_json
 
         with exit_on_error():
             names = parse_tasks(tasks)
+            gen_tasks = ("gsm8k", "synthetic", "bertscore", "dialogrpt")
+            flags = {
+                "--reference": (("reward_accuracy",), "reference", reference),
+                "--pairs": (("reward_accuracy", "dialogrpt"), "file", pairs and str(pairs)),
+                "--beta": (("reward_accuracy",), "beta", beta),
+                "--max-new-tokens": (gen_tasks, "max_new_tokens", max_new_tokens),
+                "--dialogrpt-model": (("dialogrpt",), "model", dialogrpt_model),
+            }
+            options = task_options.merge(
+                task_options.named(names, flags), task_options.parse(option, names)
+            )
             if batch_size < 1:
                 raise ZephyrError(f"--batch-size must be at least 1, got {batch_size}")
             if not data_dir.is_dir():
@@ -87,6 +126,7 @@ def register(app: typer.Typer) -> None:
                 num_fewshot=num_fewshot,
                 log_dir=log_dir,
                 dtype=dtype,
+                options=options,
             )
         print_results(results)
         if json is not None:

@@ -29,6 +29,13 @@ def register(app: typer.Typer) -> None:
         hide: Annotated[
             list[str] | None, typer.Option(help="task/metric glob kept out of Table 1 (repeatable)")
         ] = None,
+        name: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--name",
+                help="A label per run, in the runs' order (repeatable), e.g. smollm2/D_S/cosine",
+            ),
+        ] = None,
     ) -> None:
         """Turn eval results (+ training logs) into report.md and a self-contained report.html."""
         from rich.console import Console
@@ -36,5 +43,12 @@ def register(app: typer.Typer) -> None:
         from zephyr.eval.report import HIDE, write_report
 
         with exit_on_error():
-            paths = write_report(runs, out, title=title, plots=plots, hide=hide if hide else HIDE)
+            paths = write_report(
+                runs,
+                out,
+                title=title,
+                plots=plots,
+                hide=hide if hide else HIDE,
+                run_names=name or None,
+            )
         Console().print(f"wrote {paths['md']} and {paths['html']}")

@@ -119,3 +119,47 @@ def plot_eval(
     path = _save(fig, out_dir / "eval.png")
     plt.close(fig)
     return path
+
+
+def plot_overlay(stage: str, curves: list[tuple[str, list[dict]]], out_dir: Path) -> Path | None:
+    """One stage's training curves of several runs on shared axes, one colour per run.
+
+    SFT: train loss (line) and validation loss (markers), and the learning rate: cosine vs
+    constant schedules side by side (the seeds' Figures 2-3). DPO / KTO: train and validation
+    loss, and validation reward accuracy: DPO from M0 vs from M1 (the seeds' Figure 4)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    curves = [(name, rows) for name, rows in curves if any("loss" in r for r in rows)]
+    if not curves:
+        return None
+    rewards = stage != "sft" and any("reward_acc" in r for _, rs in curves for r in rs)
+    second = "reward_acc" if rewards else "lr"
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.8))
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    for k, (name, rows) in enumerate(curves):
+        c = colors[k % len(colors)]
+        axes[0].plot(*_series(rows, "loss"), lw=1, color=c, alpha=0.8, label=f"{name} train")
+        x, y = _series(rows, "val_loss")
+        if x:
+            axes[0].plot(x, y, "o--", color=c, ms=4, label=f"{name} val")
+        x, y = _series(rows, second)
+        axes[1].plot(x, y, "o-" if second == "reward_acc" else "-", color=c, ms=4, label=name)
+    axes[0].set(xlabel="step", ylabel="loss", title="loss (line: train, markers: validation)")
+    if second == "reward_acc":
+        axes[1].set(xlabel="step", ylabel="reward accuracy", ylim=(-0.02, 1.02))
+        axes[1].set_title("reward accuracy (validation pairs)")
+        axes[1].axhline(0.5, color="gray", lw=0.8, ls=":")
+    else:
+        axes[1].set(xlabel="step", ylabel="learning rate", title="learning rate schedule")
+        axes[1].ticklabel_format(axis="y", style="sci", scilimits=(-3, 3))
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"training: {stage.upper()}, {len(curves)} runs overlaid", fontsize=11)
+    fig.tight_layout()
+    path = _save(fig, out_dir / f"train_{stage}.png")
+    plt.close(fig)
+    return path

@@ -149,6 +149,7 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
         "bertscore": ("synth_test.jsonl",),
         "reward_accuracy": ("pref_heldout.jsonl", "pref_val.jsonl"),
         "mcqa_letter": ("mcqa_val.jsonl",),
+        "dialogrpt": ("pref_val.jsonl",),
     }
     for task, names in files.items():
         found = [Path(data) / n for n in names if (Path(data) / n).is_file()] if data else []

@@ -24,6 +24,7 @@ TASKS: dict[str, str] = {
     "bertscore": "bertscore",
     "synthetic": "synthetic",
     "mcqa_letter": "mcqa_letter",
+    "dialogrpt": "dialogrpt",
 }
 
 
