@@ -85,8 +85,8 @@ def input_files(cfg: DataConfig, root: Path) -> list[Path]:
 class Synth:
     """zephyr.data.synth.generate, called once per kind."""
 
-    def __init__(self, cfg):
-        self.cfg, self.cache = cfg, {}
+    def __init__(self, cfg, calculator: bool = False):
+        self.cfg, self.cache, self.calculator = cfg, {}, calculator
 
     def rows(
         self, kind: str, n_per_family: int | None = None, seed: int | None = None
@@ -103,6 +103,10 @@ class Synth:
             self.cache[key] = generate(
                 kind, n_per_family or c.n_per_family, c.seed if seed is None else seed, c.families
             )
+        if self.calculator:  # worked solutions carry <<expr=result>> annotations
+            from zephyr.tutor.calculator import annotate_row
+
+            return [annotate_row(r) for r in self.cache[key]]
         return [dict(r) for r in self.cache[key]]
 
 
@@ -148,10 +152,13 @@ def eval_index(
     return index, info
 
 
-def rows_of(mod, spec: Source, paths: list[Path], stats: Stats, kind: str) -> list[dict]:
+def rows_of(
+    mod, spec: Source, paths: list[Path], stats: Stats, kind: str, calc: bool = False
+) -> list[dict]:
     """All rows of a reader; an unreadable file (truncated archive, bad encoding) is one sentence."""
+    extra = {"keep_calc": True} if calc and spec.source == "gsm8k" else {}
     try:
-        return list(mod.rows(spec, paths, stats, kind))
+        return list(mod.rows(spec, paths, stats, kind, **extra))
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as e:
         files = ", ".join(str(p) for p in paths)
         raise ZephyrError(
@@ -160,7 +167,7 @@ def rows_of(mod, spec: Source, paths: list[Path], stats: Stats, kind: str) -> li
 
 
 def read_source(
-    spec: Source, kind: str, root: Path, synth: Synth | None, strict: bool
+    spec: Source, kind: str, root: Path, synth: Synth | None, strict: bool, calc: bool = False
 ) -> tuple[Stats, list[dict]]:
     """All rows of one source, labelled with its name, and its stats (malformed rows counted)."""
     stats = Stats(spec.label, kind, strict)
@@ -171,7 +178,7 @@ def read_source(
         mod = reader(spec, kind, f"data.{kind}")
         paths = mod.files(spec, root)
         stats.files = stats.files or [str(p) for p in paths]
-        raw = rows_of(mod, spec, paths, stats, kind)
+        raw = rows_of(mod, spec, paths, stats, kind, calc)
     stats.read = len(raw) + sum(stats.dropped.values())  # malformed rows and ties never became rows
     for r in raw:
         r["source"] = spec.label
@@ -219,7 +226,7 @@ def build(
             if cfg.decontam.against or cfg.decontam.files
             else (None, {})
         )
-        synth = Synth(cfg.synth) if cfg.synth is not None else None
+        synth = Synth(cfg.synth, cfg.calculator) if cfg.synth is not None else None
         # the generator derives its test set from a disjoint seed stream; any training row asking
         # the same (normalised) question is dropped as well, whatever its source
         n_test = cfg.synth.test_n_per_family if synth else 0
@@ -235,7 +242,7 @@ def build(
             kept: list[tuple[Stats, list[dict]]] = []
             for spec in specs:
                 step(f"{kind} {spec.label}")
-                stats, raw = read_source(spec, kind, root, synth, cfg.strict)
+                stats, raw = read_source(spec, kind, root, synth, cfg.strict, cfg.calculator)
                 rows = clean(raw, kind, stats, seen, cfg.max_chars, cfg.unsafe)
                 if test_keys:
                     n = len(rows)
