@@ -62,6 +62,13 @@ def register(app: typer.Typer) -> None:
         ] = None,
         log_dir: Annotated[Path | None, typer.Option(help="Write per-item JSONL logs here")] = None,
         dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+        calculator: Annotated[
+            bool | None,
+            typer.Option(
+                help="Generation tasks complete <<expr= with the exact result (default: on when "
+                "the model was trained with the annotations)"
+            ),
+        ] = None,
     ) -> None:
         """Evaluate MODEL with lm-eval-exact protocols; prints every metric with its protocol."""
         from rich.console import Console
@@ -87,6 +94,9 @@ def register(app: typer.Typer) -> None:
                 num_fewshot=num_fewshot,
                 log_dir=log_dir,
                 dtype=dtype,
+                options=None
+                if calculator is None
+                else {n: {"calculator": calculator} for n in names},
             )
         print_results(results)
         if json is not None:
