@@ -31,8 +31,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from zephyr.tutor.audit import Audit
 from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams, encode_chat, generate, with_system
-from zephyr.tutor.mcqa import answer_mcq, mcq_messages
+from zephyr.tutor.mcqa import answer_mcq, mcq_messages, say
 from zephyr.tutor.policy import Policy
+from zephyr.tutor.practice_api import add_routes as add_practice_routes
 
 STATIC = Path(__file__).with_name("static")
 log = logging.getLogger("zephyr.tutor")
@@ -55,6 +56,9 @@ class ServeConfig:
     queue_timeout_s: float = 30.0  # longer wait for the worker gives 503
     retry_after_s: int = 2
     system: str | None = TUTOR_SYSTEM
+    calculator: bool = False  # complete <<expr= exactly (on when the model was trained with it)
+    show_calc: bool = False  # keep the <<expr=result>> annotations in the answers
+    practice_data: str | None = None  # a ../shared/data layout: GSM8K/ARC items practice can check
 
 
 class ApiError(Exception):
@@ -405,6 +409,8 @@ def create_app(
             stop=stop,
             min_tokens=req.min_tokens or 0,
             seed=req.seed,
+            calculator=cfg.calculator,
+            show_calc=cfg.show_calc,
         )
         messages = with_system(messages, cfg.system)
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -579,7 +585,11 @@ def create_app(
 
         def work(job: Job) -> None:
             job.emit("ready")
-            answer = answer_mcq(model, tokenizer, req.question, req.choices, system)
+            answer = answer_mcq(
+                model, tokenizer, req.question, req.choices, system,
+                policy.mcqa.debias, policy.mcqa.min_confidence,
+            )  # fmt: skip
+            answer["message"] = say(answer, req.choices)
             latency = (time.perf_counter() - job.enqueued) * 1000
             audit_log(
                 endpoint="mcqa", messages=messages, response=answer["letter"],
@@ -598,6 +608,8 @@ def create_app(
                     raise data
         finally:
             job.cancel.set()
+
+    add_practice_routes(app, check_auth, read_body, audit_log, policy, cfg.practice_data)
 
     @app.get("/")
     async def index():
