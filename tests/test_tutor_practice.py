@@ -180,3 +180,28 @@ def test_mcqa_route_is_debiased_and_unsure_below_the_threshold(app_and_audit):
     assert body["debias"] == "cyclic" and set(body["raw_probs"]) == set("ABCD")
     assert sum(body["probs"].values()) == pytest.approx(1.0, abs=1e-5)
     assert body["unsure"] and body["message"].startswith("I'm not sure")  # a random model
+
+
+def test_chat_practice_mode_ladder_and_audit(tiny, tmp_path):
+    from zephyr.tutor.audit import Audit
+    from zephyr.tutor.cli import chat_loop
+    from zephyr.tutor.generate import GenParams
+    from zephyr.tutor.policy import Policy
+
+    model, tok = tiny
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("practice: {default_mode: practice, reveal_answer: after_hints}\n")
+    audit = Audit(tmp_path / "audit.sqlite")
+    lines = iter([TRAIN, "19.5 km/h", "hint", "hint", "answer", "60 km/h", "/quit"])
+    said: list[str] = []
+    chat_loop(
+        model, tok, "tiny", "sys", GenParams(max_tokens=4), Policy.load(policy_file), audit,
+        lambda prompt: next(lines), lambda text, end="\n": said.append(text),
+    )  # fmt: skip
+    text = "\n".join(said)
+    assert "I can check your answer." in text and "Not yet." in text
+    assert "150 km ÷ 2.5 h = ?" in text and "similar problem" in text
+    assert "Answer: 60 km/h" in text and said[-1] == "Correct!"
+    events = [r["finish_reason"] for r in reversed(audit.rows())]
+    assert events == ["start", "nudge:1", "check:not yet", "hint:2", "example:3", "reveal:answer",
+                      "check:correct"]  # fmt: skip

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 from zephyr.data.schema import LETTERS
 from zephyr.errors import ZephyrError
@@ -400,3 +402,47 @@ class Session:
             "verifiable": k.verifiable, "choices": k.choices, "level": self.level,
             "revealed": self.revealed,
         }  # fmt: skip
+
+
+PRACTICE_HELP = (
+    "Practice mode: type a problem (or `new FAMILY` for one of mine), then `hint` for the next "
+    "hint, `answer` for the answer (when allowed), or type your answer to have it checked. "
+    "/chat leaves."
+)
+
+
+class ChatPractice:
+    """The terminal's practice mode: one line in, the tutor's reply out; `log(event, asked, said)`."""
+
+    def __init__(self, policy: Any, log: Callable[[str, str, str], None], bank: dict | None = None):
+        self.rules, self.log, self.bank = policy.practice, log, bank or {}
+        self.session: Session | None = None
+
+    def turn(self, text: str) -> str:
+        word = text.strip().lower()
+        if self.session is None or word.startswith("new "):
+            if word.startswith("new "):
+                known = new_problem(word[4:].strip())
+            else:
+                known = recognise(text, None, self.bank)
+            self.session = Session(known, self.rules.reveal_answer, self.rules.worked_example)
+            self.log("start", known.question, f"source={known.source}")
+            if word.startswith("new "):
+                return f"{known.question}\n(type `hint` for a hint, or your answer)"
+            sure = "I can check your answer." if known.verifiable else (
+                "I can't check answers to this one exactly."
+            )  # fmt: skip
+            step = self.session.hint()  # the first rung comes with the problem
+            self.log(f"{step['kind']}:{step['level']}", known.question, step["text"])
+            return f"{sure} {step['text']}"
+        if word in ("hint", "next"):
+            step = self.session.hint()
+            self.log(f"{step['kind']}:{step['level']}", self.session.known.question, step["text"])
+            return step["text"]
+        if word in ("answer", "reveal", "show answer"):
+            step = self.session.answer()
+            self.log(f"reveal:{step['kind']}", self.session.known.question, step["text"])
+            return step["text"]
+        verdict = self.session.check(text)
+        self.log(f"check:{verdict['verdict']}", text, verdict["message"])
+        return verdict["message"]
