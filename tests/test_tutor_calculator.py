@@ -104,7 +104,11 @@ def test_annotate_marks_right_steps_only():
 def test_filter_hides_annotations_across_pieces():
     f = AnnotationFilter()
     text = "a = <<2+3=5>>5, b < c, d <<"
-    assert "".join(f.feed(c) for c in text) + f.flush() == "a = 5, b < c, d "
+    assert "".join(f.feed(c) for c in text) + f.flush() == "a = 5, b < c, d <<"
+    code = "x << 2 >> 1\ny <<= 3\n"  # C shifts are not annotations: nothing is lost
+    f = AnnotationFilter()
+    assert "".join(f.feed(c) for c in code) + f.flush() == code
+    assert strip_annotations(code) == code
     assert AnnotationFilter(show=True).feed("<<1+1=2>>2") == "<<1+1=2>>2"
 
 

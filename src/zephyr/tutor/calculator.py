@@ -37,7 +37,7 @@ _OPS = {
     ast.Div: lambda a, b: a / b,
 }
 _OPEN = re.compile(r"<<([^<>=\n]{1," + str(MAX_CHARS) + r"})=$")
-_ANNOTATION = re.compile(r"<<[^<>\n]*>>")
+_ANNOTATION = re.compile(r"<<[^<>=\n]+=[^<>\n]*>>")
 
 
 def _ascii(expr: str) -> str:
@@ -226,10 +226,13 @@ def count_annotations(text: str) -> int:
 
 
 class AnnotationFilter:
-    """Streams text with annotations hidden: holds back from `<` until the annotation closes.
+    """Streams text with annotations hidden: holds back from `<` until it knows what follows.
 
-    A held `<` that turns out not to start `<<` is released as soon as that is known.
+    Only a complete `<<expr=result>>` (one line, with `=`) is removed; `<` or `<<` that turns out
+    to be something else (`a << 2` in code) is released as soon as that is known.
     """
+
+    HOLD = MAX_CHARS + 40  # an open `<<` longer than this is not an annotation
 
     def __init__(self, show: bool = False):
         self.show, self.held = show, ""
@@ -246,20 +249,24 @@ class AnnotationFilter:
                 break
             out.append(text[:start])
             rest = text[start:]
-            if len(rest) < 2 or (rest.startswith("<<") and ">>" not in rest):
-                if rest == "<" or rest.startswith("<<"):
-                    self.held = rest
-                    break
-            if rest.startswith("<<") and ">>" in rest:
-                text = rest[rest.index(">>") + 2 :]
+            if rest == "<" or (rest.startswith("<<") and self._open(rest)):
+                self.held = rest  # could still become an annotation
+                break
+            m = _ANNOTATION.match(rest)
+            if m is not None:
+                text = rest[m.end() :]
                 continue
             out.append(rest[0])
             text = rest[1:]
         return "".join(out)
 
+    def _open(self, rest: str) -> bool:
+        """`rest` starts `<<` and may still close as an annotation."""
+        return ">>" not in rest and "\n" not in rest and len(rest) <= self.HOLD
+
     def flush(self) -> str:
         held, self.held = self.held, ""
-        return "" if held.startswith("<<") and not self.show else held
+        return held
 
 
 # --- whether a model was trained with the convention ------------------------------------------

@@ -141,7 +141,7 @@ def generate(
 
     params = params or GenParams()
     CallbackStreamer, FlagStop = _streamer_class()
-    shown = AnnotationFilter(show=params.show_calc or not params.calculator)
+    shown = AnnotationFilter(show=params.show_calc)  # hidden even when only the model wrote them
     if on_text is not None:  # the student reads the text without the annotations
         on_text = _filtered(on_text, shown)
     t0 = time.perf_counter()

@@ -70,8 +70,12 @@ def _debiased(scorer: Any, cfg: EvalConfig, items: list[dict], golds: list[int])
     )
     probs, shifted = debias.cyclic(score, items)
     n = max(len(it["choices"]) for it in items)
+    sizes = [len(it["choices"]) for it in items]
+    common = max(set(sizes), key=sizes.count)  # the prior is per choice count: the usual one
     k = max(2, int(cfg.options.get("pride_share", 0.1) * len(items)))  # unlabelled estimate set
-    prior = debias.prior_from(shifted[:k], n)
+    prior = debias.prior_from(
+        [s for s, m in zip(shifted, sizes, strict=True) if m == common][:k], common
+    )
     pride = [debias.apply_prior(per_shift[0], prior) for per_shift in shifted]
     cyc_pred = [debias.argmax(p) for p in probs]
     pride_pred = [debias.argmax(p) for p in pride]
@@ -86,6 +90,7 @@ def _debiased(scorer: Any, cfg: EvalConfig, items: list[dict], golds: list[int])
             "letters_cyclic": debias.letter_table(cyc_pred, golds, n),
             "letters_pride": debias.letter_table(pride_pred, golds, n),
             "pride_prior": {LETTERS[d]: q for d, q in enumerate(prior)},
+            "pride_choices": common,
             "pride_estimate_items": k,
         },
         "log": [
@@ -150,8 +155,8 @@ def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
         "prediction = argmax of next-token logits restricted to the letters 'A','B',... (no leading "
         "space); p_gold = softmax probability of the gold letter among the letters; *_cyclic = "
         "each choice's probability averaged over the n cyclic shifts of the choices; acc_pride = "
-        "one pass with the letter prior (estimated from the shifts of the first 10% of items, "
-        "no labels) divided out (Zheng et al. 2024); extra.letters* = predicted vs gold letter "
+        "one pass with the letter prior (estimated from the shifts of the first 10% of items "
+        "with the usual number of choices, no labels) divided out (Zheng et al. 2024); extra.letters* = predicted vs gold letter "
         "shares with 95% Wilson intervals",
         len(acc),
         {"acc": acc, "p_gold": p_gold, **per_item},
