@@ -205,3 +205,35 @@ def test_chat_practice_mode_ladder_and_audit(tiny, tmp_path):
     events = [r["finish_reason"] for r in reversed(audit.rows())]
     assert events == ["start", "nudge:1", "check:not yet", "hint:2", "example:3", "reveal:answer",
                       "check:correct"]  # fmt: skip
+
+
+def test_verify_reply_notes():
+    from zephyr.tutor.practice import CHECKED, DISAGREE, verify_reply
+
+    wrong = "Use v = u + at.\nv = 150 + 2.5 × 2 = 155\nAnswer: 155 km/h"  # the demo M1's reply
+    assert verify_reply(TRAIN, wrong) == DISAGREE
+    assert verify_reply(TRAIN, "speed = 150 ÷ 2.5 = 60\nAnswer: 60 km/h") == CHECKED
+    assert verify_reply(TRAIN, "no answer line") is None
+    assert verify_reply("Why is the sky blue?", "Answer: 42") is None
+
+
+def test_server_chat_appends_the_exact_check(app_and_audit, monkeypatch):
+    from fastapi.testclient import TestClient
+
+    from zephyr.tutor import server
+    from zephyr.tutor.generate import GenResult
+    from zephyr.tutor.practice import DISAGREE
+
+    def fake_generate(model, tok, messages, params, on_text=None, cancel=None, input_ids=None):
+        text = "v = 150 + 5 = 155\nAnswer: 155 km/h"
+        if on_text:
+            on_text(text)
+        return GenResult(text, 1, 5, "stop")
+
+    monkeypatch.setattr(server, "generate", fake_generate)
+    app, audit = app_and_audit
+    with TestClient(app) as c:
+        r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": TRAIN}]})
+    content = r.json()["choices"][0]["message"]["content"]
+    assert content.endswith(DISAGREE) and content.startswith("v = 150")
+    assert audit.rows(limit=1)[0]["response"] == content

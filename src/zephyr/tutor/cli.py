@@ -108,7 +108,7 @@ def chat_loop(
 
     from zephyr.tutor.generate import with_system
     from zephyr.tutor.mcqa import answer_mcq, mcq_messages, say
-    from zephyr.tutor.practice import PRACTICE_HELP, ChatPractice
+    from zephyr.tutor.practice import PRACTICE_HELP, ChatPractice, verify_reply
 
     history: list[dict] = []
     mode = "practice" if policy.practice.default_mode == "practice" else "chat"
@@ -191,6 +191,8 @@ def chat_loop(
             continue
         if flags:
             out(f"\n{flags[0].message}")
+        elif note := verify_reply(text, result.text):  # exact check of the model's answer
+            out(f"\n{note}", end="")
         out("")
         history.append({"role": "assistant", "content": flags[0].message if flags else result.text})
         if audit is not None:

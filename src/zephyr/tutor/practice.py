@@ -446,3 +446,21 @@ class ChatPractice:
         verdict = self.session.check(text)
         self.log(f"check:{verdict['verdict']}", text, verdict["message"])
         return verdict["message"]
+
+
+CHECKED = "(Zephyr checked this answer exactly: it is right.)"
+DISAGREE = (
+    "(Zephyr's exact check does not agree with this answer: don't rely on it. "
+    "Practice mode gives hints.)"
+)
+
+
+def verify_reply(question: str, reply: str) -> str | None:
+    """A note on the model's `Answer:` line when Zephyr can check it exactly, else None."""
+    from zephyr.data.schema import extract_answer
+
+    known = recognise(question)
+    answer = extract_answer(reply)
+    if not known.verifiable or answer is None:
+        return None
+    return CHECKED if check(known, answer)["verdict"] == "correct" else DISAGREE

@@ -33,6 +33,7 @@ from zephyr.tutor.audit import Audit
 from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams, encode_chat, generate, with_system
 from zephyr.tutor.mcqa import answer_mcq, mcq_messages, say
 from zephyr.tutor.policy import Policy
+from zephyr.tutor.practice import verify_reply
 from zephyr.tutor.practice_api import add_routes as add_practice_routes
 
 STATIC = Path(__file__).with_name("static")
@@ -494,6 +495,10 @@ def create_app(
                 model, tokenizer, messages, p, on_text, cancel=job.cancel, input_ids=ids
             )
             finish, status = result.finish_reason, "ok"
+            note = None if flags else verify_reply(user_text, result.text)
+            if note:  # Zephyr's exact check of the model's Answer: line
+                job.emit("text", f"\n\n{note}")
+                result.text += f"\n\n{note}"
             if flags:
                 finish, status = "content_filter", "refused"
                 job.emit("refusal", flags[0].message)
