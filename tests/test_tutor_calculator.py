@@ -226,3 +226,40 @@ def test_data_keeps_and_writes_annotations():
     for r in calc:  # every annotation in the training data is right
         for expr, value in __import__("re").findall(r"<<([^=<>]+)=([^<>]+)>>", r["output"]):
             assert format_value(evaluate(expr)) == value
+
+
+def test_stepwise_loop_for_other_engines():
+    """An engine that produces text piece by piece (as llama.cpp does) gets the same hook."""
+    from zephyr.tutor.calculator import with_calculator
+
+    script = iter(["speed = ", "150 ÷ 2.5", " = <<", "150 ÷ 2.5", "=", "60", " km/h", None])
+    asked: list[str] = []
+
+    def engine(text: str) -> str | None:
+        asked.append(text)
+        return next(script)
+
+    out = with_calculator(engine)
+    assert out == "speed = 150 ÷ 2.5 = <<150 ÷ 2.5=60>>60 km/h"
+    assert all(not a.endswith("<<150 ÷ 2.5=") for a in asked)  # never asked for the result
+
+
+def test_scorer_generate_with_calculator(tiny, monkeypatch):
+    from zephyr.eval.engine import Scorer
+
+    model, tok = tiny
+    scorer = Scorer(model, tok, batch_size=2, progress=False)
+    prompts = ["Compute:", "A longer prompt to pad the batch:"]
+    real = model.generate
+
+    def scripted(**kw):
+        width = kw["input_ids"].shape[1]
+        ids = tok.encode("<<7*6=", add_special_tokens=False)
+        kw["logits_processor"] = [Script(ids, width), *(kw.get("logits_processor") or [])]
+        return real(**kw)
+
+    monkeypatch.setattr(model, "generate", scripted)
+    on = scorer.generate(prompts, max_new_tokens=10, calculator=True)
+    off = scorer.generate(prompts, max_new_tokens=10)
+    assert all(o.startswith("<<7*6=42>>") for o in on), on
+    assert not any(o.startswith("<<7*6=42>>") for o in off)

@@ -116,6 +116,7 @@ def test_mcqa_letter_task_reports_before_and_after(tiny, tmp_path):
         {"id": f"m{i}", "question": f"Q{i}?", "choices": ["a", "b", "c", "d"], "answer": i % 4}
         for i in range(8)
     ]
+    rows.insert(0, {"id": "m5", "question": "Q?", "choices": list("abcde"), "answer": 4})
     write_jsonl(tmp_path / "mcqa_val.jsonl", rows)
     scorer = Scorer(model, tok, batch_size=8, progress=False)
     handle = _bump_letter(model, tok, 0, 4)
@@ -124,12 +125,13 @@ def test_mcqa_letter_task_reports_before_and_after(tiny, tmp_path):
     finally:
         handle.remove()
     assert res.extra["letters"]["A"]["pred"] == 1.0  # before: always A
-    assert res.metrics["acc"] == 0.25
+    assert res.metrics["acc"] == 2 / 9
     assert all(p < 1e-6 or p > 1 - 1e-6 for p in res.per_item["p_gold"])
     # after: the letter alone says nothing, so every choice gets 1/4 (the bias is gone)
-    assert res.per_item["p_gold_cyclic"] == pytest.approx([0.25] * 8, abs=1e-3)
-    assert res.extra["pride_prior"]["A"] > 0.99
-    assert len(res.per_item["acc_cyclic"]) == 8 and "acc_pride" in res.metrics
+    assert res.per_item["p_gold_cyclic"] == pytest.approx([0.2] + [0.25] * 8, abs=1e-3)
+    # the prior is estimated on the usual choice count (4), not lost to the one 5-choice item
+    assert res.extra["pride_choices"] == 4 and res.extra["pride_prior"]["A"] > 0.99
+    assert len(res.per_item["acc_cyclic"]) == 9 and "acc_pride" in res.metrics
     off = mcqa_letter.run(
         scorer, EvalConfig(task="mcqa_letter", data_dir=tmp_path, options={"debias": "none"})
     )

@@ -8,6 +8,7 @@ then continues from the true value (the GSM8K paper's calculator). Pieces:
 - `forced_continuation(text)`: THE hook. Given the text generated so far it returns what must be
   written next (`"24>>"`) or None; any engine (HF, llama.cpp) can call it between tokens;
 - `CalculatorProcessor`: the hook as a transformers LogitsProcessor (forces the result's tokens);
+- `with_calculator(next_piece)`: the hook around any step-wise engine (one piece at a time);
 - `strip_annotations` / `AnnotationFilter`: hide the annotations in displayed (streamed) text.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import ast
 import json
 import re
+from collections.abc import Callable
 from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 from pathlib import Path
@@ -295,6 +297,24 @@ def training_marker(data_paths: list[Path], base: Any = None) -> dict | None:
 def write_marker(model_dir: Path, marker: dict | None) -> None:
     if marker is not None and Path(model_dir).is_dir():
         (Path(model_dir) / MARKER).write_text(json.dumps(marker, indent=1) + "\n")
+
+
+def with_calculator(
+    next_piece: Callable[[str], str | None], text: str = "", max_steps: int = 512
+) -> str:
+    """A step-wise generation loop for any engine (llama.cpp, a remote API, a test double).
+
+    `next_piece(text_so_far)` returns the engine's next piece of text (a token's text) or None at
+    the end; whenever the text ends with an open `<<expr=`, the calculator writes the result
+    instead of the engine. Returns the whole generated text (annotations included).
+    """
+    for _ in range(max_steps):
+        forced = forced_continuation(text)
+        piece = forced if forced is not None else next_piece(text)
+        if piece is None:
+            break
+        text += piece
+    return text
 
 
 class CalculatorProcessor:
