@@ -237,3 +237,15 @@ def test_server_chat_appends_the_exact_check(app_and_audit, monkeypatch):
     content = r.json()["choices"][0]["message"]["content"]
     assert content.endswith(DISAGREE) and content.startswith("v = 150")
     assert audit.rows(limit=1)[0]["response"] == content
+
+
+def test_arithmetic_recogniser_needs_the_whole_question():
+    assert recognise("Calculate 48 ÷ 6.").value == 8
+    assert recognise("What is 12 x 3?").value == 36
+    assert not recognise("What is 2 + 2 in binary?").verifiable  # context changes the answer
+    assert not recognise("What is 5?").verifiable
+
+
+def test_speed_recogniser_does_not_read_a_speed_as_a_distance():
+    q = "A runner moving at 20 m/s slows down in 5 s. What is its speed at the end?"
+    assert not recognise(q).verifiable

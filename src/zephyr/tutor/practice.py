@@ -70,7 +70,7 @@ class Known:
 
 _NUM = r"(\d+(?:[.,]\d+)?)"
 _AVG = re.compile(
-    rf"{_NUM}\s*(km|m|miles?)\b.*?\b(?:in|takes?)\s*{_NUM}\s*(hours?|h|s|seconds?|minutes?|min)\b",
+    rf"{_NUM}\s*(km|m|miles?)\b(?!/).*?\b(?:in|takes?)\s*{_NUM}\s*(hours?|h|s|seconds?|minutes?|min)\b",
     re.I,
 )
 _UAT = re.compile(
@@ -78,8 +78,9 @@ _UAT = re.compile(
     re.I,
 )
 _REST = re.compile(rf"from rest.*?accelerates at\s*{_NUM}\s*m/s²?\w*\s*for\s*{_NUM}\s*s", re.I)
-_EXPR = re.compile(
-    r"(?:what is|calculate|work out|find the value of|compute)\s+([-\d.,()+×÷*/x ]+)", re.I
+_EXPR = re.compile(  # the whole question is the expression: "What is 347 + 285?"
+    r"^\s*(?:what is|calculate|work out|find the value of|compute)\s+([-\d.,()+×÷*/x ]+?)\s*[?.]?\s*$",
+    re.I,
 )
 _TIME_UNITS = {"h": "h", "hour": "h", "hours": "h", "s": "s", "second": "s", "seconds": "s"}
 _TIME_UNITS |= {"min": "min", "minute": "min", "minutes": "min"}
@@ -135,15 +136,16 @@ def _arithmetic(q: str) -> Known | None:
     if m is None:
         return None
     expr = re.sub(r"(?<=\d)\s*x\s*(?=\d)", " × ", m.group(1)).strip(" .?")
+    if not re.search(r"\d\s*[-+×÷*/]", expr):
+        return None  # a bare number is not a problem
     try:
         value = evaluate(expr)
     except ZephyrError:
         return None
-    op = next(
-        (o for o, c in (("add", "+"), ("sub", "-"), ("mul", "×"), ("div", "÷")) if c in expr), ""
-    )
+    ops = (("add", "+"), ("sub", "-"), ("mul", "×"), ("mul", "*"), ("div", "÷"), ("div", "/"))
+    op = next((name for name, sign in ops if sign in expr), "")  # the worked example's kind
     steps = ["Work it out one place value at a time.", f"{expr} = {format_value(value)}"]
-    return _known(q, "arithmetic", op or "mul" if "*" in expr else op, value, "", steps)
+    return _known(q, "arithmetic", op, value, "", steps)
 
 
 def _known(q: str, family: str, kind: str, value: Fraction, unit: str, steps: list[str]) -> Known:
