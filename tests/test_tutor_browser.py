@@ -105,3 +105,49 @@ def test_chat_and_mcqa_in_chromium(tiny, tmp_path):
             assert external == []  # no CDN, nothing fetched from outside the server
         finally:
             browser.close()
+
+
+def test_practice_tab_in_chromium(tiny, tmp_path):
+    """The operator's policy opens the page on Practice; hints climb, the check is exact."""
+    from playwright.sync_api import expect, sync_playwright
+
+    from zephyr.tutor.policy import Policy
+
+    executable = chromium_path()
+    model, tok = tiny
+    audit = Audit(tmp_path / "audit.sqlite")
+    policy_file = tmp_path / "policy.yaml"
+    policy_file.write_text("practice: {default_mode: practice, reveal_answer: after_hints}\n")
+    app = create_app(model, tok, "tiny", ServeConfig(), audit, Policy.load(policy_file))
+    with running(app) as url, sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 390, "height": 844})
+            page.goto(url)
+            expect(page.locator("#practice-panel")).to_be_visible()  # the policy's default mode
+            page.fill(
+                "#practice-question",
+                "A train travels 150 km in 2.5 hours. What is its average speed in km/h?",
+            )
+            page.click("#practice-start")
+            expect(page.locator(".step.source")).to_have_text("I can check your answer exactly.")
+            page.click("#practice-reveal")
+            expect(page.locator(".step.withheld")).to_have_count(1)
+            for kind in ("nudge", "hint", "example"):
+                page.click("#practice-hint")
+                expect(page.locator(f".step.{kind}")).to_have_count(1)
+            page.fill("#practice-answer", "19.5 km/h")
+            page.click("#practice-check")
+            expect(page.locator(".step.verdict.not-yet")).to_have_text(
+                "Not yet. Look at your working again, or ask a hint."
+            )
+            page.fill("#practice-answer", "60 km/h")
+            page.click("#practice-check")
+            expect(page.locator(".step.verdict.correct")).to_have_text("Correct!")
+            page.click("#practice-reveal")
+            expect(page.locator(".step.answer")).to_contain_text("Answer: 60 km/h")
+            assert page.evaluate("document.documentElement.scrollWidth") <= 390
+            events = [r["finish_reason"] for r in reversed(audit.rows())]
+            assert events[-3:] == ["check:not yet", "check:correct", "reveal:answer"]
+        finally:
+            browser.close()

@@ -100,8 +100,8 @@ def input_files(cfg: DataConfig, root: Path) -> list[Path]:
 class Synth:
     """zephyr.data.synth.generate, called once per kind."""
 
-    def __init__(self, cfg):
-        self.cfg, self.cache = cfg, {}
+    def __init__(self, cfg, calculator: bool = False):
+        self.cfg, self.cache, self.calculator = cfg, {}, calculator
 
     def rows(
         self, kind: str, n_per_family: int | None = None, seed: int | None = None
@@ -118,6 +118,10 @@ class Synth:
             self.cache[key] = generate(
                 kind, n_per_family or c.n_per_family, c.seed if seed is None else seed, c.families
             )
+        if self.calculator:  # worked solutions carry <<expr=result>> annotations
+            from zephyr.tutor.calculator import annotate_row
+
+            return [annotate_row(r) for r in self.cache[key]]
         return [dict(r) for r in self.cache[key]]
 
 
@@ -163,10 +167,13 @@ def eval_index(cfg: DataConfig, root: Path, step=lambda what: None) -> tuple[Ind
     return index, info
 
 
-def rows_of(mod, spec: Source, paths: list[Path], stats: Stats, kind: str) -> list[dict]:
+def rows_of(
+    mod, spec: Source, paths: list[Path], stats: Stats, kind: str, calc: bool = False
+) -> list[dict]:
     """All rows of a reader; an unreadable file (truncated archive, bad encoding) is one sentence."""
+    extra = {"keep_calc": True} if calc and spec.source == "gsm8k" else {}
     try:
-        return list(mod.rows(spec, paths, stats, kind))
+        return list(mod.rows(spec, paths, stats, kind, **extra))
     except (OSError, EOFError, UnicodeDecodeError, csv.Error, zlib.error) as e:
         files = ", ".join(str(p) for p in paths)
         raise ZephyrError(
@@ -186,7 +193,7 @@ def read_source(
         mod = reader(spec, kind, f"data.{kind}")
         paths = mod.files(spec, root)
         stats.files = stats.files or [str(p) for p in paths]
-        raw = rows_of(mod, spec, paths, stats, kind)
+        raw = rows_of(mod, spec, paths, stats, kind, cfg.calculator)
     stats.read = len(raw) + sum(stats.dropped.values())  # malformed rows and ties never became rows
     for r in raw:
         r["source"] = spec.label
@@ -385,7 +392,7 @@ def build_into(
             if cfg.decontam.against or cfg.decontam.files
             else (None, {})
         )
-        synth = Synth(cfg.synth) if cfg.synth is not None else None
+        synth = Synth(cfg.synth, cfg.calculator) if cfg.synth is not None else None
         # the generator derives its test set from a disjoint seed stream; any training row asking
         # the same (normalised) question is dropped as well, whatever its source
         n_test = cfg.synth.test_n_per_family if synth else 0

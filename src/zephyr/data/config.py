@@ -56,6 +56,8 @@ class DataConfig:
     unsafe: bool = True
     decontam: Decontam = field(default_factory=Decontam)
     synth: Synth | None = None
+    # GSM8K's <<expr=result>> annotations kept, synthetic solutions annotated (docs/tutor.md)
+    calculator: bool = False
     sft: list[Source] = field(default_factory=list)
     pref: list[Source] = field(default_factory=list)
     mcqa: list[Source] = field(default_factory=list)

@@ -89,6 +89,13 @@ def register(app: typer.Typer) -> None:
             str | None,
             typer.Option(help="dialogrpt: the ranker (a local copy of microsoft/DialogRPT-updown)"),
         ] = None,
+        calculator: Annotated[
+            bool | None,
+            typer.Option(
+                help="Generation tasks complete <<expr= with the exact result (default: on when "
+                "the model was trained with the annotations)"
+            ),
+        ] = None,
     ) -> None:
         """Evaluate MODEL with lm-eval-exact protocols; prints every metric with its protocol."""
         from rich.console import Console
@@ -106,6 +113,7 @@ def register(app: typer.Typer) -> None:
                 "--beta": (("reward_accuracy",), "beta", beta),
                 "--max-new-tokens": (gen_tasks, "max_new_tokens", max_new_tokens),
                 "--dialogrpt-model": (("dialogrpt",), "model", dialogrpt_model),
+                "--calculator": (("gsm8k", "synthetic", "bertscore"), "calculator", calculator),
             }
             options = task_options.merge(
                 task_options.named(names, flags), task_options.parse(option, names)

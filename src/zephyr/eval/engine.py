@@ -31,6 +31,7 @@ from tqdm.auto import tqdm
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
 from zephyr.padding import right_pad
+from zephyr.tutor.calculator import CalculatorProcessor
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when the config names no context length
 MIN_SHARED_PREFIX = 32  # tokens: below this a shared prefix is not worth a separate pass
@@ -459,9 +460,15 @@ class Scorer:
     # ---------------------------------------------------------------- generation
     @torch.no_grad()
     def generate(
-        self, prompts: Sequence[str], max_new_tokens: int = 256, stop: Sequence[str] = ()
+        self,
+        prompts: Sequence[str],
+        max_new_tokens: int = 256,
+        stop: Sequence[str] = (),
+        calculator: bool = False,
     ) -> list[str]:
         """Greedy generation, batched with left padding; stop sequences cut as lm-eval does.
+
+        `calculator`: zephyr.tutor.calculator completes every `<<expr=` the model writes.
 
         lm-eval adds the EOS text to the stop list and keeps the text before the first occurrence
         of each stop sequence, in order; special tokens are skipped when decoding.
@@ -494,6 +501,7 @@ class Scorer:
                 pad_token_id=self.pad_id,
                 eos_token_id=tok.eos_token_id,
                 stopping_criteria=StoppingCriteriaList([_StopOnText(tok, until, width)]),
+                logits_processor=[CalculatorProcessor(tok, width)] if calculator else None,
             )
             for r, i in enumerate(idx):
                 text = tok.decode(gen[r, width:].tolist(), skip_special_tokens=True)

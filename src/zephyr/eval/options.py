@@ -12,7 +12,7 @@ import yaml
 
 from zephyr.errors import ZephyrError
 
-GEN = ("max_new_tokens",)
+GEN = ("max_new_tokens", "calculator")
 TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     "hellaswag": (),
     "arc_challenge": (),
@@ -30,8 +30,8 @@ TASK_OPTIONS: dict[str, tuple[str, ...]] = {
     ),
     "bertscore": (*GEN, "model", "num_layers", "file", "n"),
     "synthetic": (*GEN, "file", "n"),
-    "mcqa_letter": ("file", "source", "system"),
-    "dialogrpt": (*GEN, "model", "file", "max_len"),
+    "mcqa_letter": ("file", "source", "system", "debias", "pride_share"),
+    "dialogrpt": ("max_new_tokens", "model", "file", "max_len"),
 }
 
 

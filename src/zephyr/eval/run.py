@@ -88,6 +88,7 @@ def evaluate(
     import torch
 
     from zephyr.provenance import record
+    from zephyr.tutor.calculator import trained_with
 
     names = parse_tasks(tasks)
     if not Path(data_dir).is_dir():
@@ -96,6 +97,8 @@ def evaluate(
         )
     torch.manual_seed(seed)
     scorer = scorer or make_scorer(model, dtype=dtype, batch_size=batch_size, device=device)
+    if not hasattr(scorer, "calculator"):  # generation tasks: on where the model trained with it
+        scorer.calculator = isinstance(model, (str, Path)) and trained_with(model)
     out: dict[str, Any] = {}
     timings: dict[str, float] = {}
     for name in names:

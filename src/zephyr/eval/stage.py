@@ -181,10 +181,12 @@ def evaluate_model(
     from zephyr.eval.run import run_task
     from zephyr.eval.task import EvalConfig
     from zephyr.models import load_model
+    from zephyr.tutor.calculator import trained_with
 
     t0 = time.perf_counter()
     model, tok = load_model(spec, dtype=sec.dtype)
     scorer = Scorer(model, tok, batch_size=sec.batch_size)
+    scorer.calculator = trained_with(spec)  # generation tasks: the model's own convention
     tasks = {}
     for task in sec.tasks:
         torch.manual_seed(seed)

@@ -98,9 +98,15 @@ def save_outputs(
     rows = _rows(out_dir / "metrics.jsonl") if (out_dir / "metrics.jsonl").exists() else []
     plot_metrics(rows, out_dir / "plots")
     final = [r for r in rows if "val_loss" in r]
+    from zephyr.tutor.calculator import training_marker, write_marker
+
+    calc = training_marker(inputs, extra.get("base"))  # trained on <<expr=result>> annotations?
+    for d in ("adapter", "model"):
+        write_marker(out_dir / d, calc)
     info = provenance.record(
         dataclasses.asdict(cfg),
         inputs=inputs,
+        calculator=calc,
         first_eval=final[0] if final else None,
         final_eval=final[-1] if final else None,
         **extra,

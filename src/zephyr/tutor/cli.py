@@ -26,6 +26,14 @@ PolicyOpt = Annotated[
     Path | None, typer.Option(help="Safety policy YAML (default: the shipped default_policy.yaml)")
 ]
 NoPolicyOpt = Annotated[bool, typer.Option("--no-policy", help="Disable the safety policy")]
+CalcOpt = Annotated[
+    bool | None,
+    typer.Option(
+        help="Complete <<expr= with the exact result (default: on when the model was trained "
+        "with the calculator annotations)"
+    ),
+]
+ShowCalcOpt = Annotated[bool, typer.Option(help="Show the <<expr=result>> annotations")]
 SystemOpt = Annotated[
     str | None, typer.Option(help="System prompt (default: the patient STEM tutor)")
 ]
@@ -79,6 +87,19 @@ def guarded(model, tokenizer, messages, params, policy, out):
     return generate(model, tokenizer, messages, params, on_text, cancel=cancel), flags
 
 
+def _practice_log(audit, model_id: str):
+    """Practice events (start, each hint level, check, reveal) as audit entries."""
+
+    def log(event: str, asked: str, said: str) -> None:
+        if audit is not None:
+            audit.log(
+                model=model_id, endpoint="cli-practice", messages=[{"role": "user", "content": asked}],
+                response=said, finish_reason=event, flags=[{"rule": f"practice:{event}"}],
+            )  # fmt: skip
+
+    return log
+
+
 def chat_loop(
     model, tokenizer, model_id: str, system: str, params, policy, audit, ask, out
 ) -> None:
@@ -86,17 +107,25 @@ def chat_loop(
     import time
 
     from zephyr.tutor.generate import with_system
-    from zephyr.tutor.mcqa import answer_mcq, mcq_messages
+    from zephyr.tutor.mcqa import answer_mcq, mcq_messages, say
+    from zephyr.tutor.practice import PRACTICE_HELP, ChatPractice, verify_reply
 
     history: list[dict] = []
-    mode = "chat"
-    out("Zephyr tutor. /mcq multiple-choice mode, /chat back, /reset new conversation, /quit.")
+    mode = "practice" if policy.practice.default_mode == "practice" else "chat"
+    practice = ChatPractice(policy, _practice_log(audit, model_id))
+    out("Zephyr tutor. /mcq multiple-choice mode, /practice hints before answers, /chat back, "
+        "/reset new conversation, /quit.")  # fmt: skip
     while True:
-        line = ask("you> " if mode == "chat" else "question> ")
+        line = ask({"chat": "you> ", "mcq": "question> "}.get(mode, "practice> "))
         if line is None or line.strip() in ("/quit", "/exit"):
             return
         text = line.strip()
         if not text:
+            continue
+        if text == "/practice" or (mode == "practice" and not text.startswith("/")):
+            if text == "/practice":
+                mode, practice.session = "practice", None
+            out(PRACTICE_HELP if text == "/practice" else practice.turn(text))
             continue
         if text in ("/mcq", "/chat"):
             mode = text[1:]
@@ -121,9 +150,14 @@ def chat_loop(
                 continue
             else:
                 t0 = time.perf_counter()
-                ans = answer_mcq(model, tokenizer, text, choices, system)
+                ans = answer_mcq(
+                    model, tokenizer, text, choices, system,
+                    policy.mcqa.debias, policy.mcqa.min_confidence,
+                )  # fmt: skip
                 probs = "  ".join(f"{k} {v:.0%}" for k, v in ans["probs"].items())
-                out(f"answer: {ans['letter']}    ({probs})")
+                out(f"answer: {'unsure' if ans['unsure'] else ans['letter']}    ({probs})")
+                if ans["unsure"]:
+                    out(say(ans, choices))
             if audit is not None:
                 audit.log(
                     model=model_id, endpoint="cli-mcq", messages=messages,
@@ -157,6 +191,8 @@ def chat_loop(
             continue
         if flags:
             out(f"\n{flags[0].message}")
+        elif note := verify_reply(text, result.text):  # exact check of the model's answer
+            out(f"\n{note}", end="")
         out("")
         history.append({"role": "assistant", "content": flags[0].message if flags else result.text})
         if audit is not None:
@@ -187,6 +223,8 @@ def register(app: typer.Typer) -> None:
         no_audit: Annotated[
             bool, typer.Option("--no-audit", help="Do not log this session")
         ] = False,
+        calculator: CalcOpt = None,
+        show_calc: ShowCalcOpt = False,
     ) -> None:
         """Chat with a model in the terminal (streamed answers); /mcq switches to multiple choice."""
         from zephyr.models import load_model
@@ -197,7 +235,13 @@ def register(app: typer.Typer) -> None:
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)
         log = None if no_audit else Audit(audit or default_audit())
-        params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
+        from zephyr.tutor.calculator import trained_with
+
+        calc = trained_with(model) if calculator is None else calculator
+        params = GenParams(
+            max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
+            calculator=calc, show_calc=show_calc,
+        )  # fmt: skip
 
         def ask(prompt: str) -> str | None:
             try:
@@ -255,12 +299,21 @@ def register(app: typer.Typer) -> None:
         no_audit: Annotated[
             bool, typer.Option("--no-audit", help="Do not keep an audit log")
         ] = False,
+        calculator: CalcOpt = None,
+        show_calc: ShowCalcOpt = False,
+        practice_data: Annotated[
+            Path | None,
+            typer.Option(
+                help="Folder laid out like ../shared/data: GSM8K/ARC items practice checks"
+            ),
+        ] = None,
     ) -> None:
         """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /v1/mcqa, web page at /."""
         import uvicorn
 
         from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
+        from zephyr.tutor.calculator import trained_with
         from zephyr.tutor.generate import TUTOR_SYSTEM
         from zephyr.tutor.server import ServeConfig, create_app, model_name
 
@@ -280,6 +333,9 @@ def register(app: typer.Typer) -> None:
             allowed_hosts=allowed_host or [],
             allowed_origins=allowed_origin or [],
             allow_system_override=allow_system_override,
+            calculator=trained_with(model) if calculator is None else calculator,
+            show_calc=show_calc,
+            practice_data=str(practice_data) if practice_data else None,
         )
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from zephyr.errors import ZephyrError
+from zephyr.tutor.calculator import AnnotationFilter, CalculatorProcessor, strip_annotations
 
 TUTOR_SYSTEM = (
     "You are Zephyr, a patient STEM tutor. Explain step by step: state what is given and what is "
@@ -33,6 +34,8 @@ class GenParams:
     stop: list[str] = field(default_factory=list)
     min_tokens: int = 0
     seed: int | None = None
+    calculator: bool = False  # complete `<<expr=` with the exact result (tutor/calculator.py)
+    show_calc: bool = False  # keep the `<<expr=result>>` annotations in the text shown
 
 
 @dataclass
@@ -43,6 +46,7 @@ class GenResult:
     finish_reason: str  # "stop" | "length" | "cancelled"
     first_token_s: float | None = None  # seconds from call to the first emitted text
     total_s: float = 0.0
+    calc_steps: int = 0  # annotations the calculator completed
 
 
 def with_system(messages: list[dict], system: str | None) -> list[dict]:
@@ -137,6 +141,9 @@ def generate(
 
     params = params or GenParams()
     CallbackStreamer, FlagStop = _streamer_class()
+    shown = AnnotationFilter(show=params.show_calc)  # hidden even when only the model wrote them
+    if on_text is not None:  # the student reads the text without the annotations
+        on_text = _filtered(on_text, shown)
     t0 = time.perf_counter()
     ids = input_ids if input_ids is not None else encode_chat(tokenizer, messages)
     if params.max_tokens < 1:
@@ -184,6 +191,9 @@ def generate(
     if params.seed is not None:
         torch.manual_seed(params.seed)
 
+    calc = CalculatorProcessor(tokenizer, len(ids)) if params.calculator else None
+    if calc is not None:
+        gen_kwargs["logits_processor"] = [calc]
     inputs = torch.tensor([ids], device=model.device)
     with torch.inference_mode():
         out = model.generate(
@@ -203,11 +213,26 @@ def generate(
     else:
         finish = "length"
     emit(len(state["buf"]))
+    if on_text is not None:
+        on_text(None)  # flush a held `<` that never became an annotation
+    text = state["buf"] if shown.show else strip_annotations(state["buf"])
     return GenResult(
-        text=state["buf"],
+        text=text,
         prompt_tokens=len(ids),
         completion_tokens=len(new),
         finish_reason=finish,
         first_token_s=state["first"],
         total_s=time.perf_counter() - t0,
+        calc_steps=calc.forced if calc is not None else 0,
     )
+
+
+def _filtered(on_text: Callable[[str], None], shown: AnnotationFilter) -> Callable:
+    """on_text behind the annotation filter; called with None at the end to flush."""
+
+    def call(piece: str | None) -> None:
+        text = shown.flush() if piece is None else shown.feed(piece)
+        if text:
+            on_text(text)
+
+    return call

@@ -109,8 +109,41 @@ def answer_mcq(
     question: str,
     choices: list[str],
     system: str | None = None,
+    debias: str = "none",
+    min_confidence: float = 0.0,
 ) -> dict:
-    """Answer one question: {"letter": "B", "index": 1, "probs": {"A": 0.2, "B": 0.7, ...}}."""
-    return answer_mcq_batch(model, tokenizer, [{"question": question, "choices": choices}], system)[
-        0
-    ]
+    """Answer one question: {"letter": "B", "index": 1, "probs": {"A": 0.2, "B": 0.7, ...}}.
+
+    `debias="cyclic"` scores the n cyclic shifts of the choices and averages each choice's
+    probability (tutor/debias.py): `probs` are then per choice, free of the letter prior, and
+    `raw_probs` the single pass. Below `min_confidence` the answer is marked `unsure`.
+    """
+    item = {"question": question, "choices": choices}
+    raw = answer_mcq_batch(model, tokenizer, [item], system)[0]
+    if debias == "none":
+        probs = [raw["probs"][LETTERS[i]] for i in range(len(choices))]
+    elif debias == "cyclic":
+        from zephyr.tutor.debias import cyclic, letter_probs
+
+        probs = cyclic(letter_probs(model, tokenizer, system, len(choices)), [item])[0][0]
+    else:
+        raise ZephyrError(f"mcqa debias {debias!r} is unknown; use 'cyclic' or 'none'")
+    index = max(range(len(choices)), key=lambda i: probs[i])
+    confidence = float(probs[index])
+    return {
+        "letter": LETTERS[index],
+        "index": index,
+        "probs": {LETTERS[i]: float(p) for i, p in enumerate(probs)},
+        "raw_probs": raw["probs"],
+        "debias": debias,
+        "confidence": confidence,
+        "unsure": confidence < min_confidence,
+    }
+
+
+def say(answer: dict, choices: list[str]) -> str:
+    """What the tutor tells the student: the letter, or that it is unsure below the threshold."""
+    best = f"{answer['letter']}. {choices[answer['index']]} ({answer['confidence']:.0%})"
+    if answer.get("unsure"):
+        return f"I'm not sure about this one; my best guess would be {best}, but don't rely on it."
+    return best

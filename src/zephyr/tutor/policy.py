@@ -36,9 +36,24 @@ class Rule:
 
 
 @dataclass
+class McqaPolicy:
+    debias: str = "cyclic"  # "cyclic" (average over the choices' cyclic shifts) or "none"
+    min_confidence: float = 0.0  # below this calibrated probability the tutor says it is unsure
+
+
+@dataclass
+class PracticePolicy:
+    default_mode: Literal["normal", "practice"] = "normal"  # the mode chat and the page start in
+    reveal_answer: Literal["never", "after_hints", "always"] = "after_hints"
+    worked_example: bool = True  # the third rung: a solved problem of the same kind
+
+
+@dataclass
 class PolicyFile:
     refusal: str = "I can't help with that."
     rules: list[Rule] = field(default_factory=list)
+    mcqa: McqaPolicy = field(default_factory=McqaPolicy)
+    practice: PracticePolicy = field(default_factory=PracticePolicy)
 
 
 @dataclass
@@ -59,6 +74,7 @@ class Policy:
     def __init__(self, spec: PolicyFile, source: str = "<memory>", timeout_s: float = 0.25):
         self.source, self.timeout_s = source, timeout_s
         self.refusal = spec.refusal.strip()
+        self.mcqa, self.practice = spec.mcqa, spec.practice
         self.rules: list[tuple[Rule, regex.Pattern]] = []
         names = set()
         for i, rule in enumerate(spec.rules):

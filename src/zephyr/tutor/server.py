@@ -38,8 +38,10 @@ from starlette.requests import ClientDisconnect
 from zephyr.tutor.audit import Audit
 from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams, encode_chat, generate
 from zephyr.tutor.guard import Guard
-from zephyr.tutor.mcqa import answer_mcq, mcq_messages
+from zephyr.tutor.mcqa import answer_mcq, mcq_messages, say
 from zephyr.tutor.policy import Policy
+from zephyr.tutor.practice import verify_reply
+from zephyr.tutor.practice_api import add_routes as add_practice_routes
 from zephyr.tutor.validate import (
     ApiError,
     check_content_type,
@@ -77,6 +79,9 @@ class ServeConfig:
     allowed_hosts: list[str] = field(default_factory=list)  # Host names besides the bound address
     allowed_origins: list[str] = field(default_factory=list)  # cross-origin pages allowed to call
     disconnect_poll_s: float = 0.1
+    calculator: bool = False  # complete <<expr= exactly (on when the model was trained with it)
+    show_calc: bool = False  # keep the <<expr=result>> annotations in the answers
+    practice_data: str | None = None  # a ../shared/data layout: GSM8K/ARC items practice can check
 
 
 # ---- request schemas (strict: "5" is not a number; extra OpenAI fields are ignored) ----------
@@ -485,7 +490,11 @@ def create_app(
             stop=stop,
             min_tokens=req.min_tokens or 0,
             seed=req.seed,
+            calculator=cfg.calculator,
+            show_calc=cfg.show_calc,
         )
+        # the student's words, for Zephyr's exact check of the model's Answer: line
+        user_text = "\n".join(m["content"] for m in client_turns if m["role"] == "user")
         messages = merge_system(messages, cfg.system, cfg.allow_system_override)
         request.state.messages = messages  # for the audit row if the request fails later
         rid, created = f"chatcmpl-{uuid.uuid4().hex[:24]}", int(time.time())
@@ -562,6 +571,10 @@ def create_app(
                 model, tokenizer, messages, p, on_text, cancel=job.cancel, input_ids=ids
             )
             finish, status = result.finish_reason, "ok"
+            note = None if flags else verify_reply(user_text, result.text)
+            if note:  # Zephyr's exact check of the model's Answer: line
+                job.emit("text", f"\n\n{note}")
+                result.text += f"\n\n{note}"
             if flags:
                 finish, status = "content_filter", "refused"
                 job.emit("refusal", flags[0].message)
@@ -650,7 +663,11 @@ def create_app(
             # the whole prompt is counted before the forward pass, which cannot be interrupted
             check_context(len(encode_chat(tokenizer, messages)), context, "question")
             job.emit("ready")
-            answer = answer_mcq(model, tokenizer, req.question, req.choices, system)
+            answer = answer_mcq(
+                model, tokenizer, req.question, req.choices, system,
+                policy.mcqa.debias, policy.mcqa.min_confidence,
+            )  # fmt: skip
+            answer["message"] = say(answer, req.choices)
             latency = (time.perf_counter() - job.enqueued) * 1000
             gone = job.cancel.is_set()  # the client left during the forward pass
             audit_log(
@@ -662,6 +679,8 @@ def create_app(
 
         job = await run_job(request, work, stream=False)
         return {"object": "mcqa", "model": model_id, **(await outcome(job))}
+
+    add_practice_routes(app, check_auth, read_body, audit_log, policy, cfg.practice_data)
 
     @app.get("/")
     async def index():

@@ -20,25 +20,33 @@ def files(spec: Source, root: Path) -> list[Path]:
     return [find(root, spec.path or f"gsm8k/{spec.split or 'train'}.jsonl", spec.label)]
 
 
-def solution(answer: str) -> str:
-    """The worked solution with the project's final line (`Answer: n`) instead of `#### n`."""
+def solution(answer: str, keep_calc: bool = False) -> str:
+    """The worked solution with the project's final line (`Answer: n`) instead of `#### n`.
+
+    `keep_calc` keeps the `<<expr=result>>` annotations (calculator-augmented training)."""
     m = FINAL.search(answer)
     if not m:
         raise Bad("answer has no final '#### <number>' line")
-    steps = CALC.sub("", answer[: m.start()]).strip()
+    steps = answer[: m.start()] if keep_calc else CALC.sub("", answer[: m.start()])
+    steps = steps.strip()
     return f"{steps}\nAnswer: {m.group(1)}"
 
 
-def parse(obj: dict) -> dict:
+def parse(obj: dict, keep_calc: bool = False) -> dict:
     return {
         "instruction": text(obj, "question"),
         "input": "",
-        "output": solution(text(obj, "answer")),
+        "output": solution(text(obj, "answer"), keep_calc),
     }
 
 
-def rows(spec: Source, paths: list[Path], stats: Stats, kind: str) -> Iterator[dict]:
+def rows(
+    spec: Source, paths: list[Path], stats: Stats, kind: str, keep_calc: bool = False
+) -> Iterator[dict]:
+    def one(obj: dict) -> dict:
+        return parse(obj, keep_calc)
+
     for path in paths:
         for line, obj in jsonl(path, stats):
-            if (row := stats.parse(parse, obj, path, line)) is not None:
+            if (row := stats.parse(one, obj, path, line)) is not None:
                 yield {"id": row_id(spec.label, path.name, line), **row}

@@ -55,17 +55,29 @@ def cut(text: str, stop: list[str]) -> str:
     return text
 
 
-def generate(scorer: Any, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
-    """Greedy completions, cut at `stop`; prompts already generated for this model are reused."""
+def use_calculator(scorer: Any, cfg: Any) -> bool:
+    """Task option `calculator` (true/false); unset: whether the model was trained with it."""
+    opt = cfg.options.get("calculator")
+    return bool(getattr(scorer, "calculator", False)) if opt is None else bool(opt)
+
+
+def generate(
+    scorer: Any, prompts: list[str], max_new_tokens: int, stop: list[str], calculator: bool = False
+) -> list[str]:
+    """Greedy completions, cut at `stop`; prompts already generated for this model are reused.
+
+    `calculator`: `<<expr=` is completed by zephyr.tutor.calculator (the text keeps the
+    annotations; scoring reads the `Answer:` line)."""
     model = getattr(scorer, "model", scorer)
     try:
         cache = _CACHE.setdefault(model, {})
     except TypeError:  # not weak-referenceable: no memo
         cache = {}
-    key = (max_new_tokens, tuple(stop))
+    key = (max_new_tokens, tuple(stop), calculator)
     todo = [p for p in dict.fromkeys(prompts) if (p, key) not in cache]
     if todo:
-        outs = scorer.generate(todo, max_new_tokens=max_new_tokens, stop=list(stop))
+        extra = {"calculator": True} if calculator else {}
+        outs = scorer.generate(todo, max_new_tokens=max_new_tokens, stop=list(stop), **extra)
         for p, o in zip(todo, outs, strict=True):
             cache[(p, key)] = cut(o, stop)
     return [cache[(p, key)] for p in prompts]

@@ -136,7 +136,7 @@ def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
     )
     docs = [d for _, d in picked]
     prompts = [build_prompt(d, shots[i]) for i, d in picked]
-    outputs = gen.generate(scorer, prompts, max_new, STOP)
+    outputs = gen.generate(scorer, prompts, max_new, STOP, gen.use_calculator(scorer, cfg))
     metrics, per_item, stats = score(outputs, docs)
     gen.write_log(
         cfg,

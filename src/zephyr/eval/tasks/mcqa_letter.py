@@ -61,7 +61,47 @@ def load_rows(cfg: EvalConfig) -> tuple[list[dict], str]:
     return arc_rows(path), str(path)
 
 
+def _debiased(scorer: Any, cfg: EvalConfig, items: list[dict], golds: list[int]) -> dict:
+    """Cyclic-permutation and PriDe scores (tutor/debias.py): metrics, per-item, extras."""
+    from zephyr.tutor import debias
+
+    score = debias.letter_probs(
+        scorer.model, scorer.tokenizer, cfg.options.get("system"), cfg.batch_size
+    )
+    probs, shifted = debias.cyclic(score, items)
+    n = max(len(it["choices"]) for it in items)
+    sizes = [len(it["choices"]) for it in items]
+    common = max(set(sizes), key=sizes.count)  # the prior is per choice count: the usual one
+    k = max(2, int(cfg.options.get("pride_share", 0.1) * len(items)))  # unlabelled estimate set
+    prior = debias.prior_from(
+        [s for s, m in zip(shifted, sizes, strict=True) if m == common][:k], common
+    )
+    pride = [debias.apply_prior(per_shift[0], prior) for per_shift in shifted]
+    cyc_pred = [debias.argmax(p) for p in probs]
+    pride_pred = [debias.argmax(p) for p in pride]
+    acc_c = [float(p == g) for p, g in zip(cyc_pred, golds, strict=True)]
+    acc_p = [float(p == g) for p, g in zip(pride_pred, golds, strict=True)]
+    p_gold = [float(p[g]) for p, g in zip(probs, golds, strict=True)]
+    return {
+        "metrics": {"acc_cyclic": gen.mean(acc_c), "p_gold_cyclic": gen.mean(p_gold)}
+        | {"acc_pride": gen.mean(acc_p)},
+        "per_item": {"acc_cyclic": acc_c, "p_gold_cyclic": p_gold, "acc_pride": acc_p},
+        "extra": {
+            "letters_cyclic": debias.letter_table(cyc_pred, golds, n),
+            "letters_pride": debias.letter_table(pride_pred, golds, n),
+            "pride_prior": {LETTERS[d]: q for d, q in enumerate(prior)},
+            "pride_choices": common,
+            "pride_estimate_items": k,
+        },
+        "log": [
+            {"probs_cyclic": p, "pred_cyclic": LETTERS[c]}
+            for p, c in zip(probs, cyc_pred, strict=True)
+        ],
+    }
+
+
 def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
+    from zephyr.tutor.debias import letter_table
     from zephyr.tutor.mcqa import answer_mcq_batch, mcq_messages
 
     rows, source = load_rows(cfg)
@@ -72,10 +112,22 @@ def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
         scorer.model, scorer.tokenizer, items, system=system, batch_size=cfg.batch_size
     )
     acc, p_gold = [], []
-    for (_, r), a in zip(picked, answers, strict=True):
-        gold = int(r["answer"])
+    golds = [int(r["answer"]) for _, r in picked]
+    for gold, a in zip(golds, answers, strict=True):
         acc.append(float(a["index"] == gold))
         p_gold.append(float(a["probs"][LETTERS[gold]]))
+    n_letters = max(len(it["choices"]) for it in items)
+    extra: dict[str, Any] = {
+        "source": source,
+        "letters": letter_table([a["index"] for a in answers], golds, n_letters),
+    }
+    metrics, per_item = {"acc": gen.mean(acc), "p_gold": gen.mean(p_gold)}, {}
+    logs: list[dict] = [{} for _ in items]
+    if cfg.options.get("debias", "cyclic") == "cyclic":  # n passes per item; `none` skips it
+        deb = _debiased(scorer, cfg, items, golds)
+        metrics |= deb["metrics"]
+        per_item, logs = deb["per_item"], deb["log"]
+        extra |= deb["extra"]
     gen.write_log(
         cfg,
         "mcqa_letter",
@@ -91,17 +143,22 @@ def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
                 "pred": a["letter"],
                 "gold": int(r["answer"]),
                 "acc": s,
+                **log,
             }
-            for (i, r), a, s in zip(picked, answers, acc, strict=True)
+            for (i, r), a, s, log in zip(picked, answers, acc, logs, strict=True)
         ],
     )
     return TaskResult(
         "mcqa_letter",
-        {"acc": gen.mean(acc), "p_gold": gen.mean(p_gold)},
+        metrics,
         "0-shot chat template, lettered choices (schema.render_mc) + 'answer with the letter'; "
         "prediction = argmax of next-token logits restricted to the letters 'A','B',... (no leading "
-        "space); p_gold = softmax probability of the gold letter among the letters",
+        "space); p_gold = softmax probability of the gold letter among the letters; *_cyclic = "
+        "each choice's probability averaged over the n cyclic shifts of the choices; acc_pride = "
+        "one pass with the letter prior (estimated from the shifts of the first 10% of items "
+        "with the usual number of choices, no labels) divided out (Zheng et al. 2024); extra.letters* = predicted vs gold letter "
+        "shares with 95% Wilson intervals",
         len(acc),
-        {"acc": acc, "p_gold": p_gold},
-        {"source": source},
+        {"acc": acc, "p_gold": p_gold, **per_item},
+        extra,
     )

@@ -61,7 +61,7 @@ def generations(
     picked = gen.subset(rows, cfg.limit, cfg.seed)
     prompts, _ = prompts_and_golds(scorer.tokenizer, [r for _, r in picked])
     max_new = int(cfg.options.get("max_new_tokens", 256))
-    outputs = gen.generate(scorer, prompts, max_new, STOP)
+    outputs = gen.generate(scorer, prompts, max_new, STOP, gen.use_calculator(scorer, cfg))
     return picked, prompts, outputs, source
 
 
@@ -99,5 +99,9 @@ def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
         "generations with an 'Answer:' line",
         len(em),
         {"exact_match": em, "answer_rate": has_answer},
-        {"source": source, "by_family": {f: gen.mean(v) for f, v in sorted(families.items())}},
+        {
+            "source": source,
+            "by_family": {f: gen.mean(v) for f, v in sorted(families.items())},
+            "calculator": gen.use_calculator(scorer, cfg),
+        },
     )

@@ -140,7 +140,7 @@ async function askMcq(ev) {
     const head = document.createElement("p");
     head.className = "answer";
     head.id = "mcq-answer";
-    head.textContent = `${body.letter}. ${choices[body.index]}`;
+    head.textContent = body.unsure ? body.message : `${body.letter}. ${choices[body.index]}`;
     result.appendChild(head);
     for (const [letter, p] of Object.entries(body.probs)) {
       const row = document.createElement("div");
@@ -166,13 +166,69 @@ async function askMcq(ev) {
 }
 
 function tab(name) {
-  const chat = name === "chat";
-  $("chat-panel").hidden = !chat;
-  $("mcq-panel").hidden = chat;
-  $("tab-chat").classList.toggle("active", chat);
-  $("tab-mcq").classList.toggle("active", !chat);
-  $("tab-chat").setAttribute("aria-selected", String(chat));
-  $("tab-mcq").setAttribute("aria-selected", String(!chat));
+  for (const t of ["chat", "mcq", "practice"]) {
+    $(t + "-panel").hidden = t !== name;
+    $("tab-" + t).classList.toggle("active", t === name);
+    $("tab-" + t).setAttribute("aria-selected", String(t === name));
+  }
+}
+
+// Practice mode: nudge -> hint -> worked example -> answer (as the operator's policy allows).
+let practiceId = null;
+
+function practiceStep(kind, text) {
+  const p = document.createElement("p");
+  p.className = "msg assistant step " + kind.replace(/[^a-z ]/g, "-");
+  p.textContent = text;
+  $("practice-steps").appendChild(p);
+  return p;
+}
+
+async function practiceCall(path, payload) {
+  const res = await fetch("/v1/practice/" + path, {
+    method: "POST",
+    headers: headers(),
+    body: JSON.stringify(payload),
+  });
+  if (!res.ok) throw new Error(await errorText(res));
+  return res.json();
+}
+
+async function practiceStart(ev) {
+  ev.preventDefault();
+  showError("");
+  const question = $("practice-question").value.trim();
+  const choices = $("practice-choices").value.split("\n").map((c) => c.trim()).filter(Boolean);
+  try {
+    const body = await practiceCall("start", question ? { question, choices: choices.length ? choices : null } : {});
+    practiceId = body.id;
+    $("practice-steps").textContent = "";
+    practiceStep("problem", body.question);
+    practiceStep("source", body.verifiable ? "I can check your answer exactly." : "I can't check answers to this one exactly.");
+    $("practice-check-form").hidden = false;
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+async function practiceNext(path, extra) {
+  showError("");
+  try {
+    const body = await practiceCall(path, { id: practiceId, ...(extra || {}) });
+    if (body.verdict) practiceStep("verdict " + body.verdict.replace(/ /g, "-"), body.message);
+    else practiceStep(body.kind, body.text);
+  } catch (e) {
+    showError(e.message);
+  }
+}
+
+async function practicePolicy() {
+  try {
+    const res = await fetch("/v1/practice/policy", { headers: headers() });
+    if (res.ok && (await res.json()).default_mode === "practice") tab("practice");
+  } catch (e) {
+    // the chat tab stays
+  }
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -196,5 +252,14 @@ document.addEventListener("DOMContentLoaded", () => {
   $("mcq-form").addEventListener("submit", askMcq);
   $("tab-chat").addEventListener("click", () => tab("chat"));
   $("tab-mcq").addEventListener("click", () => tab("mcq"));
+  $("tab-practice").addEventListener("click", () => tab("practice"));
+  $("practice-form").addEventListener("submit", practiceStart);
+  $("practice-check-form").addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    practiceNext("check", { answer: $("practice-answer").value.trim() });
+  });
+  $("practice-hint").addEventListener("click", () => practiceNext("hint"));
+  $("practice-reveal").addEventListener("click", () => practiceNext("reveal"));
   loadModel();
+  practicePolicy();
 });
