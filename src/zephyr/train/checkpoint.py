@@ -47,6 +47,7 @@ def save(
     world: int,
     barrier,
     keep: int,
+    scaler: Any = None,
 ) -> None:
     """Rank 0 writes the shared state; every rank writes its own RNG state (dropout streams differ)."""
     final = root / f"step-{step:07d}"
@@ -60,6 +61,8 @@ def save(
         torch.save(trainable_state(model), staging / "adapter.pt")
         torch.save(optimizer.state_dict(), staging / "optimizer.pt")
         torch.save(scheduler.state_dict(), staging / "scheduler.pt")
+        if scaler is not None:  # fp16 on CUDA: the loss scale resumes where it was
+            torch.save(scaler.state_dict(), staging / "scaler.pt")
     barrier()
     if rank == 0:
         write_json(staging / "state.json", {"step": step, "world": world})
@@ -78,7 +81,7 @@ def latest(root: Path) -> Path | None:
     return done[-1] if done else None
 
 
-def load(path: Path, model: Any, optimizer, scheduler, rank: int) -> int:
+def load(path: Path, model: Any, optimizer, scheduler, rank: int, scaler: Any = None) -> int:
     state = read_json(path / "state.json")
     weights = torch.load(path / "adapter.pt", weights_only=True)
     params = dict(model.named_parameters())
@@ -87,6 +90,8 @@ def load(path: Path, model: Any, optimizer, scheduler, rank: int) -> int:
             params[name].copy_(value)
     optimizer.load_state_dict(torch.load(path / "optimizer.pt", weights_only=True))
     scheduler.load_state_dict(torch.load(path / "scheduler.pt", weights_only=True))
+    if scaler is not None and (path / "scaler.pt").exists():
+        scaler.load_state_dict(torch.load(path / "scaler.pt", weights_only=True))
     rng = path / f"rng-{rank}.pt"
     if rng.exists():  # a different world size resumes with fresh dropout streams
         set_rng_state(torch.load(rng, weights_only=False))
