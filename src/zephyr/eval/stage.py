@@ -106,7 +106,7 @@ def gen_speed(model: Any, tokenizer: Any, n: int) -> dict:
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
-    )["input_ids"]
+    )["input_ids"].to(model.device)
     kw = dict(
         do_sample=False,
         temperature=None,
@@ -172,6 +172,7 @@ def evaluate_model(
     seed: int,
     log_dir: Path,
     console: Any,
+    device: str = "auto",
 ) -> dict:
     import torch
 
@@ -181,8 +182,10 @@ def evaluate_model(
     from zephyr.models import load_model
 
     t0 = time.perf_counter()
+    from zephyr.device import place
+
     model, tok = load_model(spec, dtype=sec.dtype)
-    scorer = Scorer(model, tok, batch_size=sec.batch_size)
+    scorer = Scorer(place(model, device), tok, batch_size=sec.batch_size)
     tasks = {}
     for task in sec.tasks:
         torch.manual_seed(seed)
@@ -255,7 +258,15 @@ def run(ctx: Any) -> None:
             continue
         ctx.console.print(f"[bold]{label}[/] ← {spec}")
         results["models"][label] = evaluate_model(
-            label, spec, sec, opts, data_dir, seed, ctx.out_dir / "logs", ctx.console
+            label,
+            spec,
+            sec,
+            opts,
+            data_dir,
+            seed,
+            ctx.out_dir / "logs",
+            ctx.console,
+            getattr(ctx.recipe, "device", "auto"),
         )
         write_json(partial_path, {"key": key, "models": results["models"]})
     results["settings"] = {

@@ -22,6 +22,7 @@ ModelArg = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option(help="float32, bfloat16 or float16")]
+DeviceOpt = Annotated[str, typer.Option(help="auto|cpu|cuda|mps (zephyr.device)")]
 PolicyOpt = Annotated[
     Path | None, typer.Option(help="Safety policy YAML (default: the shipped default_policy.yaml)")
 ]
@@ -187,8 +188,10 @@ def register(app: typer.Typer) -> None:
         no_audit: Annotated[
             bool, typer.Option("--no-audit", help="Do not log this session")
         ] = False,
+        device: DeviceOpt = "auto",
     ) -> None:
         """Chat with a model in the terminal (streamed answers); /mcq switches to multiple choice."""
+        from zephyr.device import place
         from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
         from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams
@@ -196,6 +199,7 @@ def register(app: typer.Typer) -> None:
 
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)
+        m = place(m, device)
         log = None if no_audit else Audit(audit or default_audit())
         params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
 
@@ -243,10 +247,12 @@ def register(app: typer.Typer) -> None:
         no_audit: Annotated[
             bool, typer.Option("--no-audit", help="Do not keep an audit log")
         ] = False,
+        device: DeviceOpt = "auto",
     ) -> None:
         """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /v1/mcqa, web page at /."""
         import uvicorn
 
+        from zephyr.device import place
         from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
         from zephyr.tutor.generate import TUTOR_SYSTEM
@@ -268,6 +274,7 @@ def register(app: typer.Typer) -> None:
         )
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)
+        m = place(m, device)
         log = None if no_audit else Audit(audit or default_audit())
         app = create_app(m, tok, model_name(model), cfg, log, rules)
         console.print(
