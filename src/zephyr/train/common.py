@@ -122,4 +122,9 @@ def save_outputs(
         **extra,
     )
     write_json(out_dir / "train.json", info)
+    from zephyr.train import card
+
+    card.write(out_dir / "adapter", cfg, info, inputs, "peft")  # replaces PEFT's empty template
+    if cfg.merge:
+        card.write(out_dir / "model", cfg, info, inputs, "transformers")
     return info
