@@ -14,7 +14,7 @@ from rich.progress import Progress
 
 from zephyr import provenance
 from zephyr.config import from_dict
-from zephyr.data import manifest, mixture
+from zephyr.data import manifest, mixture, trl_rows
 from zephyr.data.clean import Seen, clean, redact_row
 from zephyr.data.config import EVAL_SETS, DataConfig, Source
 from zephyr.data.decontam import Index, file_texts
@@ -263,8 +263,8 @@ def build(
                     f"  {kind:4s} {stats.name:32s} read {stats.read:6d}  kept {stats.kept:6d}  "
                     f"dropped {sum(stats.dropped.values()):6d}"
                 )
-            write_jsonl(out / f"{kind}_train.jsonl", train)
-            write_jsonl(out / f"{kind}_val.jsonl", val)
+            write_jsonl(out / f"{kind}_train.jsonl", trl_rows.written(kind, train))
+            write_jsonl(out / f"{kind}_val.jsonl", trl_rows.written(kind, val))
             written += [f"{kind}_train.jsonl", f"{kind}_val.jsonl"]
     extra = {}
     if test:
