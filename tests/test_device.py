@@ -100,3 +100,22 @@ def test_checkpoint_keeps_the_fp16_loss_scale(tmp_path):
     fresh = torch.amp.GradScaler("cpu", init_scale=1024.0)
     step = checkpoint.load(checkpoint.latest(tmp_path), net, opt, sched, 0, fresh)
     assert step == 3 and fresh.get_scale() == 256.0
+
+
+def test_fsdp_keeps_one_dtype_per_layer(tiny_model):
+    """FSDP flattens a layer's parameters into one tensor: the frozen base is not stored in bf16
+    beside the fp32 adapter there (single process: it is, to halve memory and skip re-casts)."""
+    from types import SimpleNamespace
+
+    from accelerate.utils import DistributedType
+
+    from zephyr.train.common import load_policy
+    from zephyr.train.config import SFTConfig
+
+    bf16 = device.Precision("cpu", torch.bfloat16)
+    for kind, want in ((DistributedType.NO, torch.bfloat16), (DistributedType.FSDP, torch.float32)):
+        acc = SimpleNamespace(distributed_type=kind, device=torch.device("cpu"))
+        lm, _ = load_policy(str(tiny_model), SFTConfig(), 0, bf16, acc)
+        frozen = {p.dtype for p in lm.parameters() if not p.requires_grad}
+        assert frozen == {want}, kind
+        assert {p.dtype for p in lm.parameters() if p.requires_grad} == {torch.float32}

@@ -43,6 +43,19 @@ def use_bf16(cfg: TrainConfig) -> bool:
 def load_policy(
     spec: str, cfg: TrainConfig, seed: int, prec: Precision | None = None, where: Any = None
 ) -> tuple[Any, Any]:
+    """See _load_policy; `where` is the accelerator (its device; FSDP: fp32 storage)."""
+    if where is None or not hasattr(where, "distributed_type"):
+        return _load_policy(spec, cfg, seed, prec, where)
+    if prec is not None and where.distributed_type.value == "FSDP":
+        # FSDP flattens each wrapped layer's parameters into one tensor of one dtype: the frozen
+        # base stays fp32 beside the fp32 adapter, and FSDP's own bf16 policy casts for compute
+        prec = Precision(prec.device, None)
+    return _load_policy(spec, cfg, seed, prec, where.device)
+
+
+def _load_policy(
+    spec: str, cfg: TrainConfig, seed: int, prec: Precision | None = None, where: Any = None
+) -> tuple[Any, Any]:
     """Base model + a fresh fp32 LoRA adapter, identically seeded on every process, on `where`.
 
     With mixed precision the frozen base weights are stored in the autocast dtype: autocast would

@@ -99,7 +99,7 @@ def train_pref(
     precision = train_precision(cfg, device)
     acc = make_accelerator(precision, cfg, out_dir)
     device, world, rank = acc.device, acc.num_processes, acc.process_index
-    lm, tok = load_policy(model, cfg, seed, precision, acc.device)
+    lm, tok = load_policy(model, cfg, seed, precision, acc)
     pad = tok.pad_token_id
 
     # ---- data: pairs (truncated-away pairs dropped and counted) ----

@@ -91,7 +91,7 @@ def train_sft(
         )
     precision = train_precision(cfg, device)
     acc = make_accelerator(precision, cfg, out_dir)
-    lm, tok = load_policy(model, cfg, seed, precision, acc.device)
+    lm, tok = load_policy(model, cfg, seed, precision, acc)
     examples, dropped = encode_all(
         tok, capped_rows(train_path, cfg.max_train, seed), cfg.max_seq_len
     )
