@@ -119,3 +119,26 @@ def test_fsdp_keeps_one_dtype_per_layer(tiny_model):
         frozen = {p.dtype for p in lm.parameters() if not p.requires_grad}
         assert frozen == {want}, kind
         assert {p.dtype for p in lm.parameters() if p.requires_grad} == {torch.float32}
+
+
+@pytest.mark.parametrize("command", ["eval", "chat", "serve"])
+def test_inference_commands_take_device(command, monkeypatch, tiny_model):
+    """--device reaches zephyr.device: on this CPU-only machine `cuda` is refused by name."""
+    from typer.testing import CliRunner
+
+    from zephyr.cli import app
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    args = [command, str(tiny_model), "--device", "cuda"]
+    if command == "eval":
+        args += ["--data-dir", str(tiny_model)]  # any existing dir: the device fails first
+    result = CliRunner().invoke(app, [*args, "--no-audit"] if command != "eval" else args)
+    text = f"{result.output}{result.exception!r}"
+    assert result.exit_code != 0 and "'cuda'" in text and "--device cpu" in text, text
+
+
+def test_scorer_runs_where_the_model_was_placed(tiny_model):
+    from zephyr.eval.run import make_scorer
+
+    scorer = make_scorer(str(tiny_model), device="cpu")
+    assert scorer.device.type == "cpu" and next(scorer.model.parameters()).device.type == "cpu"
