@@ -31,3 +31,4 @@ def test_model_and_adapter_dirs_carry_a_card(tiny_model, tmp_path):
         final = json.loads((out / "train.json").read_text())["final_eval"]["val_loss"]
         assert "| val_loss |" in card and f"{final:.4f}" in card
         assert "per target token" in card  # the protocol of the number
+        assert "| grad_norm |" not in card.split("## Evaluation")[1]  # training stats are not evals

@@ -18,6 +18,9 @@ PROTOCOLS = {
     "reward_acc": "share of held-out pairs whose implicit reward (beta x policy/reference log-ratio) "
     "ranks chosen strictly above rejected (ties count as wrong)",
     "margin": "mean chosen minus rejected implicit reward on the held-out pairs",
+    "ties": "share of held-out pairs whose two implicit rewards are equal",
+    "chosen_reward": "mean implicit reward (beta x log-ratio to the reference) of chosen answers",
+    "rejected_reward": "mean implicit reward (beta x log-ratio to the reference) of rejected answers",
 }
 
 
@@ -64,10 +67,10 @@ def render(cfg: Any, info: dict, inputs: list[Path], library: str) -> str:
         lines.append("No validation rows: nothing was evaluated during training.")
     else:
         lines += ["| metric | before training | after training | protocol |", "|---|---|---|---|"]
-        for k, v in final.items():
-            if k in ("step", "lr") or not isinstance(v, (int, float)):
+        for k in [k for k in (first or final) if k not in ("step", "lr")]:  # validation keys
+            v, before = final.get(k), (first or {}).get(k)
+            if not isinstance(v, (int, float)):
                 continue
-            before = (first or {}).get(k)
             shown = f"{before:.4f}" if isinstance(before, (int, float)) else ""
             lines.append(
                 f"| {k} | {shown} | {v:.4f} | {PROTOCOLS.get(k, 'see docs/training.md')} |"
