@@ -116,7 +116,7 @@ def test_grad_accum_equals_full_batch(tiny_model):
     def run(mbs):
         for p in params:
             p.grad = None
-        loss, _ = backward_step(net, acc, task, mbs, norm, bf16=False)
+        loss, _ = backward_step(net, acc, task, mbs, norm)
         return loss / norm, [p.grad.clone() for p in params]
 
     loss_1, grads_1 = run([rows])

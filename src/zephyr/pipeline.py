@@ -61,6 +61,7 @@ class Recipe:
     seed: int = 0
     model: str = "smollm2-135m"
     dtype: str = "float32"
+    device: str = "auto"  # auto|cpu|cuda|mps for training and evaluation (zephyr.device)
     out: str = "runs"
     # a recipe's own paths are relative to the recipe file; empty means ../shared/data from the cwd
     data_root: str = ""

@@ -16,7 +16,7 @@ from rich.progress import Progress
 
 from zephyr import provenance
 from zephyr.config import from_dict
-from zephyr.data import manifest, mcqa_sft, mixture
+from zephyr.data import manifest, mcqa_sft, mixture, trl_rows
 from zephyr.data.clean import Seen, clean, redact_row
 from zephyr.data.config import EVAL_SETS, DataConfig, Source
 from zephyr.data.decontam import Index, file_texts
@@ -405,14 +405,14 @@ def build_into(
                 continue
             if kind == "heldout":
                 rows, extra["heldout"] = run.heldout()
-                write_jsonl(out / HELDOUT, rows)
+                write_jsonl(out / HELDOUT, trl_rows.written("pref", rows))
                 written.append(HELDOUT)
                 continue
             train, val = run.kind(kind, console)
             if kind == "mcqa":
                 run.mcqa = (train, val)
-            write_jsonl(out / f"{kind}_train.jsonl", train)
-            write_jsonl(out / f"{kind}_val.jsonl", val)
+            write_jsonl(out / f"{kind}_train.jsonl", trl_rows.written(kind, train))
+            write_jsonl(out / f"{kind}_val.jsonl", trl_rows.written(kind, val))
             written += [f"{kind}_train.jsonl", f"{kind}_val.jsonl"]
     if test:
         for r in test:

@@ -96,6 +96,7 @@ def register(app: typer.Typer) -> None:
                 "the model was trained with the annotations)"
             ),
         ] = None,
+        device: Annotated[str, typer.Option(help="auto|cpu|cuda|mps")] = "auto",
     ) -> None:
         """Evaluate MODEL with lm-eval-exact protocols; prints every metric with its protocol."""
         from rich.console import Console
@@ -135,6 +136,7 @@ def register(app: typer.Typer) -> None:
                 log_dir=log_dir,
                 dtype=dtype,
                 options=options,
+                device=device,
             )
         print_results(results)
         if json is not None:

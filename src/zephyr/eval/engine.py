@@ -168,14 +168,14 @@ class Scorer:
         model: Any,
         tokenizer: Any,
         batch_size: int = 8,
-        device: str = "cpu",
+        device: str | None = None,  # None: where the model already is (zephyr.device.place)
         max_length: int | None = None,
         progress: bool = True,
     ) -> None:
-        self.model = model.to(device).eval()
+        self.model = (model.to(device) if device is not None else model).eval()
         self.tokenizer = tokenizer
         self.batch_size = max(1, int(batch_size))
-        self.device = torch.device(device)
+        self.device = torch.device(device) if device is not None else model.device
         self.max_length = max_length or model_max_length(model, tokenizer)
         self.progress = progress
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0

@@ -53,9 +53,10 @@ def run_task(scorer: Any, name: str, cfg: EvalConfig) -> TaskResult:
 
 
 def make_scorer(
-    model: Any, dtype: str = "float32", batch_size: int = 8, device: str = "cpu"
+    model: Any, dtype: str = "float32", batch_size: int = 8, device: str = "auto"
 ) -> Any:
     """A Scorer from a model spec (see zephyr.models.load_model) or a (model, tokenizer) pair."""
+    from zephyr.device import place
     from zephyr.eval.engine import Scorer
     from zephyr.models import load_model
 
@@ -63,7 +64,7 @@ def make_scorer(
         m, tok = model
     else:
         m, tok = load_model(model, dtype=dtype)
-    return Scorer(m, tok, batch_size=batch_size, device=device)
+    return Scorer(place(m, device), tok, batch_size=batch_size)
 
 
 def evaluate(
@@ -76,7 +77,7 @@ def evaluate(
     num_fewshot: int | None = None,
     log_dir: str | Path | None = None,
     dtype: str = "float32",
-    device: str = "cpu",
+    device: str = "auto",
     options: dict[str, dict] | None = None,
     scorer: Any = None,
 ) -> dict:

@@ -106,7 +106,7 @@ def gen_speed(model: Any, tokenizer: Any, n: int) -> dict:
         add_generation_prompt=True,
         return_tensors="pt",
         return_dict=True,
-    )["input_ids"]
+    )["input_ids"].to(model.device)
     kw = dict(
         do_sample=False,
         temperature=None,
@@ -174,6 +174,7 @@ def evaluate_model(
     seed: int,
     log_dir: Path,
     console: Any,
+    device: str = "auto",
 ) -> dict:
     import torch
 
@@ -184,8 +185,10 @@ def evaluate_model(
     from zephyr.tutor.calculator import trained_with
 
     t0 = time.perf_counter()
+    from zephyr.device import place
+
     model, tok = load_model(spec, dtype=sec.dtype)
-    scorer = Scorer(model, tok, batch_size=sec.batch_size)
+    scorer = Scorer(place(model, device), tok, batch_size=sec.batch_size)
     scorer.calculator = trained_with(spec)  # generation tasks: the model's own convention
     tasks = {}
     for task in sec.tasks:
@@ -259,7 +262,15 @@ def run(ctx: Any) -> None:
             continue
         ctx.console.print(f"[bold]{label}[/] ← {spec}")
         results["models"][label] = evaluate_model(
-            label, spec, sec, opts, data_dir, seed, ctx.out_dir / "logs", ctx.console
+            label,
+            spec,
+            sec,
+            opts,
+            data_dir,
+            seed,
+            ctx.out_dir / "logs",
+            ctx.console,
+            getattr(ctx.recipe, "device", "auto"),
         )
         write_json(partial_path, {"key": key, "models": results["models"]})
     results["settings"] = {

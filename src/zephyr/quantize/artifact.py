@@ -34,6 +34,9 @@ from zephyr.quantize.qweight import (
 )
 
 FORMAT = "zephyr-quant/1"
+# config.json's model_type: plain `AutoModelForCausalLM.from_pretrained` refuses the folder with an
+# error naming it (it would otherwise load random weights where the int4/int8 codes are)
+MODEL_TYPE = "zephyr-quantized"
 EMBED = "model.embed_tokens"
 QUANT_SUFFIXES = (
     *("qweight", "scales", "zeros", "scale", "outlier_idx", "outlier_val", "act_scale"),
@@ -84,6 +87,7 @@ def save_artifact(
         if hasattr(config, "quantization_config"):
             del config.quantization_config
         config.save_pretrained(tmp)
+        guard_config(tmp / "config.json")
         if getattr(model, "generation_config", None) is not None:
             model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
@@ -95,6 +99,24 @@ def save_artifact(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def guard_config(path: Path) -> None:
+    """Rename the model type so that transformers alone cannot mistake the folder for its own."""
+    raw = read_json(path)
+    raw["zephyr_base_model_type"] = raw["model_type"]
+    raw["model_type"] = MODEL_TYPE
+    write_json(path, raw)
+
+
+def read_config(path: Path) -> Any:
+    """The base architecture's config from config.json (guarded or, for older artifacts, plain)."""
+    from transformers import CONFIG_MAPPING
+
+    raw = read_json(Path(path) / "config.json")
+    if raw.get("model_type") == MODEL_TYPE:
+        raw["model_type"] = raw.pop("zephyr_base_model_type")
+    return CONFIG_MAPPING[raw["model_type"]].from_dict(raw)
 
 
 def read_meta(path: str | Path) -> dict:
@@ -110,14 +132,14 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
     """Rebuild the model on the meta device, then assign the saved tensors (int4 weights become
     torchao Int4OpaqueTensor, int8 weights Int8Tensor); returns (model, tokenizer) in eval mode."""
     from safetensors.torch import load_file
-    from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
+    from transformers import AutoModelForCausalLM, GenerationConfig
 
     from zephyr.models import load_tokenizer
 
     path = Path(path)
     meta = read_meta(path)
     dtype = getattr(torch, meta["dtype"])
-    config = AutoConfig.from_pretrained(path)
+    config = read_config(path)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     sd = load_file(str(path / "model.safetensors"))

@@ -77,6 +77,9 @@ def register(app: typer.Typer) -> None:
             int, typer.Option(help="--compare: items per accuracy task (0: skip the tasks)")
         ] = 0,
         seed: Annotated[int, typer.Option(help="Random seed")] = 0,
+        device: Annotated[
+            str, typer.Option(help="--compare: auto|cpu|cuda|mps (auto: CPU, as the artifacts)")
+        ] = "auto",
     ) -> None:
         """Quantize a model into a reloadable artifact (`zephyr eval/chat/serve` take its directory)."""
         from rich.console import Console
@@ -127,7 +130,11 @@ def register(app: typer.Typer) -> None:
                 artifacts,
                 path / "compare.json",
                 CompareConfig(
-                    ppl_tokens=ppl_tokens, gen_runs=gen_runs, eval_limit=eval_limit, seed=seed
+                    ppl_tokens=ppl_tokens,
+                    gen_runs=gen_runs,
+                    eval_limit=eval_limit,
+                    seed=seed,
+                    device=device,
                 ),
                 data_root,
                 console,

@@ -39,6 +39,9 @@ class CompareConfig:
     gen_runs: int = 2
     eval_limit: int = 0  # items per accuracy task; 0 skips the tasks
     seed: int = 0
+    # auto|cpu|cuda|mps; quantized artifacts run on the CPU (torchao CPU layouts), so `auto`
+    # measures every model on the CPU and the ratios compare like with like
+    device: str = "auto"
 
 
 def wikitext_ids(tok: Any, data_root: Path, n_tokens: int) -> list[int]:
@@ -66,7 +69,7 @@ def perplexity(model: Any, ids: list[int], window: int = 512, stride: int = 256)
     import torch
 
     nll, n, prev_end = 0.0, 0, 0
-    t = torch.tensor(ids)
+    t = torch.tensor(ids, device=model.device)
     with torch.no_grad():
         for begin in range(0, len(ids) - 1, stride):
             end = min(begin + window, len(ids))
@@ -112,7 +115,7 @@ def generation_speed(model: Any, tok: Any, n_tokens: int, runs: int) -> float:
     msgs = [{"role": "user", "content": "Explain why the sky is blue in three sentences."}]
     ids = tok.apply_chat_template(
         msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    )
+    ).to(model.device)
     kw = dict(do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
     with torch.no_grad():
         model.generate(**ids, max_new_tokens=8, min_new_tokens=8, **kw)  # warm-up
@@ -174,7 +177,10 @@ def measure(spec: str, dtype: str, data_root: Path, cfg: CompareConfig) -> dict:
     from zephyr.models import load_model
 
     t0 = time.perf_counter()
+    from zephyr.device import place
+
     model, tok = load_model(spec, dtype=dtype)
+    model = place(model, "cpu" if cfg.device == "auto" else cfg.device)
     load_s = time.perf_counter() - t0
     torch.manual_seed(cfg.seed)
     ppl = own_or_eval_perplexity(model, tok, data_root, cfg)

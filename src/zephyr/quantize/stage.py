@@ -79,6 +79,7 @@ def run(ctx: StageContext) -> None:
             gen_runs=sec.gen_runs,
             eval_limit=sec.eval_limit,
             seed=ctx.recipe.seed,
+            device=getattr(ctx.recipe, "device", "auto"),  # auto: the CPU, as the artifacts
         )
         report = compare_models(
             src, artifacts, ctx.out_dir / "compare.json", cfg, ctx.data_root, ctx.console

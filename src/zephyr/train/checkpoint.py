@@ -76,6 +76,7 @@ def save(
     world: int,
     barrier,
     keep: int,
+    scaler: Any = None,
 ) -> None:
     """Rank 0 writes the shared state; every rank writes its own RNG state (dropout streams differ)."""
     final = root / f"step-{step:07d}"
@@ -89,6 +90,8 @@ def save(
         _save(trainable_state(model), staging / "adapter.pt")
         _save(optimizer.state_dict(), staging / "optimizer.pt")
         _save(scheduler.state_dict(), staging / "scheduler.pt")
+        if scaler is not None:  # fp16 on CUDA: the loss scale resumes where it was
+            _save(scaler.state_dict(), staging / "scaler.pt")
     barrier()
     if rank == 0:
         write_json(staging / "state.json", {"step": step, "world": world})  # fsynced too
@@ -140,6 +143,8 @@ def _read(path: Path, rank: int, world: int) -> dict:
     for name in ("adapter", "optimizer", "scheduler"):
         out[name] = torch.load(path / f"{name}.pt", weights_only=True)
     out["rng"] = _read_rng(path / f"rng-{rank}.pt")
+    scaler = path / "scaler.pt"
+    out["scaler"] = torch.load(scaler, weights_only=True) if scaler.exists() else None
     return out
 
 
@@ -152,7 +157,7 @@ def _read_rng(path: Path) -> dict | None:
         return None
 
 
-def apply(state: dict, model: Any, optimizer, scheduler) -> int:
+def apply(state: dict, model: Any, optimizer, scheduler, scaler: Any = None) -> int:
     """Copy a checkpoint read by `_read` into the model, optimizer, scheduler and RNGs."""
     params = dict(model.named_parameters())
     with torch.no_grad():
@@ -160,14 +165,18 @@ def apply(state: dict, model: Any, optimizer, scheduler) -> int:
             params[name].copy_(value)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
     if state["rng"] is not None:  # an unreadable RNG file resumes with fresh dropout streams
         set_rng_state(state["rng"])
     return state["step"]
 
 
-def load(path: Path, model: Any, optimizer, scheduler, rank: int, world: int = 1) -> int:
+def load(
+    path: Path, model: Any, optimizer, scheduler, rank: int, world: int = 1, scaler: Any = None
+) -> int:
     """Apply one checkpoint; returns its step (refuses a different world size)."""
-    return apply(_read(path, rank, world), model, optimizer, scheduler)
+    return apply(_read(path, rank, world), model, optimizer, scheduler, scaler)
 
 
 def resume(
@@ -179,6 +188,7 @@ def resume(
     world: int,
     barrier: Callable[[], Any] = lambda: None,
     warn: Callable[[str], Any] = lambda msg: None,
+    scaler: Any = None,
 ) -> tuple[Path | None, int]:
     """Load the newest readable checkpoint under `root`: (its path, its step), or (None, 0) when
     there is none. A torn one is skipped for the one before; none readable at all is an error."""
@@ -196,7 +206,7 @@ def resume(
                 f"checkpoint {path.name} is unreadable ({type(e).__name__}); trying the one before"
             )
             continue
-        return path, apply(state, model, optimizer, scheduler)
+        return path, apply(state, model, optimizer, scheduler, scaler)
     if found:
         raise ZephyrError(
             f"no checkpoint in {root} can be read ({', '.join(p.name for p in found)}); delete "

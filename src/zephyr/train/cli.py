@@ -45,6 +45,7 @@ def train_command(
     sets: list[str],
     resume: bool,
     force: bool,
+    device: str | None = None,
 ) -> None:
     import shutil
 
@@ -70,7 +71,10 @@ def train_command(
             )
         stages = r.stages[: r.stages.index(kind) + 1]
         dirs = run_pipeline(
-            recipe, force=force, overrides={"stages": stages, "model": model}, console=console
+            recipe,
+            force=force,
+            overrides={"stages": stages, "model": model, "device": device},
+            console=console,
         )
         console.print(f"{kind}: {dirs[kind]}")
         return
@@ -92,13 +96,15 @@ def train_command(
     from zephyr.train.stage import section
 
     seed_default = load_yaml(recipe).get("seed", 0) if recipe else 0
+    device = device or ((load_yaml(recipe).get("device") if recipe else None) or "auto")
     spec = model or ((load_yaml(recipe).get("model") if recipe else None) or "smollm2-135m")
     if kind == "sft":
         from zephyr.train.config import SFTConfig
         from zephyr.train.sft import train_sft
 
         cfg = section(SFTConfig, raw, kind)
-        train_sft(cfg, spec, data, out, cfg.seed if cfg.seed is not None else seed_default, console)
+        seed = cfg.seed if cfg.seed is not None else seed_default
+        train_sft(cfg, spec, data, out, seed, console, device=device)
     else:
         from zephyr.train.config import PrefConfig
         from zephyr.train.pref import train_pref
@@ -110,9 +116,8 @@ def train_command(
             raise ZephyrError(
                 f"{kind}.loss is '{cfg.loss}'; use `zephyr train kto` for KTO and `dpo` for sigmoid/ipo"
             )
-        train_pref(
-            cfg, spec, data, out, cfg.seed if cfg.seed is not None else seed_default, console
-        )
+        seed = cfg.seed if cfg.seed is not None else seed_default
+        train_pref(cfg, spec, data, out, seed, console, device=device)
     console.print(f"{kind}: {out}")
 
 
@@ -143,8 +148,12 @@ def register(app: typer.Typer) -> None:
             force: Annotated[
                 bool, typer.Option(help="Start over (deletes --out, or reruns the stage)")
             ] = False,
+            device: Annotated[
+                str | None,
+                typer.Option(help="auto|cpu|cuda|mps (default: the recipe's device, else auto)"),
+            ] = None,
         ) -> None:
-            train_command(kind, recipe, data, out, model, set_ or [], resume, force)
+            train_command(kind, recipe, data, out, model, set_ or [], resume, force, device)
 
         command.__doc__ = doc
         train.command(kind)(command)

@@ -12,38 +12,67 @@ from typing import Any
 
 import torch
 
-from zephyr import provenance
+from zephyr import device, provenance
+from zephyr.device import Precision
 from zephyr.io import read_jsonl, write_json
 from zephyr.train.config import TrainConfig
 from zephyr.train.plots import plot_metrics
 from zephyr.train.policy import add_lora, bf16_supported
 
 
-def accelerator():
-    from accelerate import Accelerator
+def accelerator(prec: Precision | None = None, cfg: TrainConfig | None = None, out_dir=None):
+    """accelerate's Accelerator for `prec` (default: fp32 on the auto-picked device), with the
+    trackers `cfg.report_to` names (writing under out_dir/tracking)."""
+    from zephyr.train import tracking
 
-    # cpu=True without CUDA: under torchrun-style launches (recipes/accelerate/cpu_2proc.yaml) the
-    # processes then join one gloo group instead of each training alone.
-    return Accelerator(cpu=not torch.cuda.is_available())
+    prec = prec if prec is not None else device.precision(device.pick(), False)
+    trackers = tracking.check(cfg.report_to) if cfg is not None else []
+    where = tracking.tracking_dir(out_dir) if trackers and out_dir is not None else None
+    return device.accelerator(prec, trackers, where)
+
+
+def train_precision(cfg: TrainConfig, name: str = "auto") -> Precision:
+    """Device (`--device` / recipe `device`) and autocast dtype of a training run (zephyr.device)."""
+    return device.precision(device.pick(name), cfg.bf16)
 
 
 def use_bf16(cfg: TrainConfig) -> bool:
     return cfg.bf16 and bf16_supported()
 
 
-def load_policy(spec: str, cfg: TrainConfig, seed: int) -> tuple[Any, Any]:
-    """Base model + a fresh fp32 LoRA adapter, identically seeded on every process.
+def load_policy(
+    spec: str, cfg: TrainConfig, seed: int, prec: Precision | None = None, where: Any = None
+) -> tuple[Any, Any]:
+    """See _load_policy; `where` is the accelerator (its device; FSDP: fp32 storage)."""
+    if where is None or not hasattr(where, "distributed_type"):
+        return _load_policy(spec, cfg, seed, prec, where)
+    if prec is not None and where.distributed_type.value == "FSDP":
+        # FSDP flattens each wrapped layer's parameters into one tensor of one dtype: the frozen
+        # base stays fp32 beside the fp32 adapter, and FSDP's own bf16 policy casts for compute
+        prec = Precision(prec.device, None)
+    return _load_policy(spec, cfg, seed, prec, where.device)
 
-    With bf16 the frozen base weights are stored in bf16: autocast would otherwise re-cast every
-    fp32 weight on every forward (frozen weights are not in autocast's cache), which costs more
-    than the matmul on this CPU, and memory halves. The adapter stays fp32 (PEFT's
-    autocast_adapter_dtype); the merged model is built from the fp32 base (save_outputs).
+
+def _load_policy(
+    spec: str, cfg: TrainConfig, seed: int, prec: Precision | None = None, where: Any = None
+) -> tuple[Any, Any]:
+    """Base model + a fresh fp32 LoRA adapter, identically seeded on every process, on `where`.
+
+    With mixed precision the frozen base weights are stored in the autocast dtype: autocast would
+    otherwise re-cast every fp32 weight on every forward (frozen weights are not in autocast's
+    cache), which costs more than the matmul on this CPU, and memory halves. The adapter stays
+    fp32 (PEFT's autocast_adapter_dtype); the merged model is built from the fp32 base (save_outputs).
     """
     from zephyr.models import load_model
 
-    model, tok = load_model(spec, dtype="bfloat16" if use_bf16(cfg) else "float32")
+    if prec is None:
+        dtype = "bfloat16" if use_bf16(cfg) else "float32"
+    else:
+        dtype = prec.weights_dtype
+    model, tok = load_model(spec, dtype=dtype)
     torch.manual_seed(seed)
-    return add_lora(model, cfg.lora, cfg.gradient_checkpointing), tok
+    lm = add_lora(model, cfg.lora, cfg.gradient_checkpointing)
+    return (lm.to(where) if where is not None else lm), tok
 
 
 def capped_rows(path: Path, cap: int, seed: int) -> list[dict]:
@@ -112,4 +141,9 @@ def save_outputs(
         **extra,
     )
     write_json(out_dir / "train.json", info)
+    from zephyr.train import card
+
+    card.write(out_dir / "adapter", cfg, info, inputs, "peft")  # replaces PEFT's empty template
+    if cfg.merge:
+        card.write(out_dir / "model", cfg, info, inputs, "transformers")
     return info

@@ -45,6 +45,8 @@ class TrainConfig:
     # recompute each decoder layer in the backward instead of storing its activations: less peak
     # memory for one more forward pass per step
     gradient_checkpointing: bool = False
+    # experiment trackers through accelerate: tensorboard, trackio, wandb, mlflow (train/tracking.py)
+    report_to: list[str] = field(default_factory=list)
 
 
 @dataclass

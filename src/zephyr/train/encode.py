@@ -71,7 +71,9 @@ def encode_sft(tok: Any, row: dict, max_len: int) -> SFTExample:
     return SFTExample(ids[:max_len], labels[:max_len])
 
 
-def _completion(tok: Any, prompt_text: str, prompt: list[dict], reply: str) -> list[int]:
+def _completion(tok: Any, prompt_text: str, prompt: list[dict], reply: str | list) -> list[int]:
+    if isinstance(reply, list):  # TRL's conversational form: [{"role": "assistant", ...}]
+        reply = "".join(m["content"] for m in reply if m.get("role") == "assistant")
     full = _render(tok, prompt + [{"role": "assistant", "content": reply}], gen=False)
     if not full.startswith(prompt_text):
         raise ZephyrError(

@@ -4,7 +4,9 @@ Reads top to bottom: plan steps -> resume -> for each step: micro-batches forwar
 (normalised by the step's global count of label tokens or pairs) -> clip -> AdamW -> schedule ->
 log -> validate -> checkpoint. Under `accelerate launch` each process takes its share of every
 step's micro-batches and DDP averages the gradients; the loss is scaled by the world size so the
-result equals a single process running the same global batch.
+result equals a single process running the same global batch. Model, optimizer and scheduler go
+through `accelerator.prepare` and clipping through `accelerator.clip_grad_norm_`, so accelerate's
+DDP / FSDP / DeepSpeed wrappers and its fp16 GradScaler (CUDA without bf16) apply.
 """
 
 from __future__ import annotations
@@ -20,9 +22,10 @@ from typing import Any
 
 import torch
 
+from zephyr.device import Precision
 from zephyr.errors import ZephyrError
 from zephyr.io import append_jsonl, atomic_write
-from zephyr.train import checkpoint
+from zephyr.train import checkpoint, tracking
 from zephyr.train.batching import micro_batches, plan_epoch, steps_per_epoch, total_steps
 from zephyr.train.config import TrainConfig
 from zephyr.train.policy import TokenLogps, autocast
@@ -43,7 +46,7 @@ class Task:
 
 
 def backward_step(
-    net, accelerator, task: Task, mbs: list[list[int]], norm: float, bf16: bool
+    net, accelerator, task: Task, mbs: list[list[int]], norm: float, precision: Any = False
 ) -> tuple[float, dict]:
     """Forward/backward every micro-batch of this process; returns its summed loss and stats."""
     world = accelerator.num_processes
@@ -52,7 +55,7 @@ def backward_step(
         sync = i == len(mbs) - 1
         ctx = contextlib.nullcontext() if sync or world == 1 else accelerator.no_sync(net)
         with ctx:
-            with autocast(bf16):
+            with autocast(precision):
                 loss_sum, st = task.loss(net, mb)
             accelerator.backward(loss_sum * world / norm)
         total += float(loss_sum.detach())
@@ -97,7 +100,7 @@ def fit(
     seed: int,
     console=None,
     halt_after: int | None = None,
-    bf16: bool = False,
+    precision: Any = False,
 ) -> list[dict]:
     """Train `lm` (a PeftModel) in place; returns the metrics rows. Resumes from out_dir/checkpoints."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -112,16 +115,28 @@ def fit(
     spe = steps_per_epoch(n_rows, step_rows)
     steps = total_steps(n_rows, step_rows, cfg.epochs, cfg.max_steps)
 
-    net = accelerator.prepare(TokenLogps(lm))  # DDP wrapper only when world > 1
     params = [p for p in lm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-    scheduler = _schedule(optimizer, cfg, steps)
+    # one prepare call: DDP/FSDP wrap the net, FSDP re-points the optimizer at its sharded params,
+    # DeepSpeed builds its engine from the pair; the scheduler steps once per optimizer step
+    net, optimizer, scheduler = accelerator.prepare(
+        TokenLogps(lm), optimizer, _schedule(optimizer, cfg, steps)
+    )
+    scaler = getattr(accelerator, "scaler", None)  # fp16 only: its state is checkpointed too
     metrics_path = out_dir / "metrics.jsonl"
     ckpt_root = out_dir / "checkpoints"
 
     warn = (lambda m: console.print(f"[yellow]{m}[/]")) if console and main else (lambda m: None)
     last, start = checkpoint.resume(
-        ckpt_root, lm, optimizer, scheduler, rank, world, accelerator.wait_for_everyone, warn
+        ckpt_root,
+        lm,
+        optimizer,
+        scheduler,
+        rank,
+        world,
+        accelerator.wait_for_everyone,
+        warn,
+        scaler,
     )
     if last is not None:
         if main:
@@ -143,16 +158,19 @@ def fit(
             world,
             accelerator.wait_for_everyone,
             cfg.keep_checkpoints,
+            scaler,
         )
 
     def log(row: dict) -> None:
         rows.append(row)
         if main:
             append_jsonl(metrics_path, row)
+        if cfg.report_to:  # accelerate's trackers (TensorBoard, trackio, W&B, MLflow)
+            accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
     def validate(step: int) -> dict:
         lm.eval()
-        with torch.no_grad(), autocast(bf16):
+        with torch.no_grad(), autocast(precision):
             out = task.evaluate(net)
         lm.train()
         return {"step": step, **out}
@@ -181,10 +199,11 @@ def fit(
             mbs = micro_batches(rows_of_step, task.lengths, cfg.micro_batch, world, rank)
             t0 = time.perf_counter()
             loss_sum, stats = backward_step(
-                net, accelerator, task, mbs, task.norm(rows_of_step), bf16
+                net, accelerator, task, mbs, task.norm(rows_of_step), precision
             )
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                params, cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+            # unscales fp16 gradients first; FSDP clips its shards, DeepSpeed clips itself (None)
+            grad_norm = accelerator.clip_grad_norm_(
+                net.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
             )
             lr = scheduler.get_last_lr()[0]
             optimizer.step()
@@ -203,7 +222,7 @@ def fit(
                 "epoch": round((step + 1) / spe, 4),
                 "loss": float(summed[0]) / norm,
                 "lr": lr,
-                "grad_norm": float(grad_norm),
+                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
                 "tokens": tokens,
                 "tok_s": round(tokens / dt, 1),
             }
@@ -242,7 +261,7 @@ def fit_and_save(
     seed: int,
     console: Any,
     halt_after: int | None,
-    bf16: bool,
+    precision: Precision,
     inputs: list[Path],
     **extra: Any,
 ) -> dict:
@@ -256,7 +275,13 @@ def fit_and_save(
             f"{inputs[0]} gives {len(task.lengths)} usable rows, fewer than one step ({step_rows} = "
             "micro_batch x grad_accum x processes); lower micro_batch or grad_accum"
         )
-    fit(cfg, task, lm, accelerator, out_dir, seed, console, halt_after, bf16)
+    if cfg.report_to:
+        tracking.start(accelerator, cfg, out_dir, extra.get("kind", "train"))
+    try:
+        fit(cfg, task, lm, accelerator, out_dir, seed, console, halt_after, precision)
+    finally:
+        if cfg.report_to:
+            accelerator.end_training()
     accelerator.wait_for_everyone()
     info = {}
     if accelerator.is_main_process:
@@ -267,7 +292,9 @@ def fit_and_save(
             cfg,
             inputs,
             seed=seed,
-            bf16=bf16,
+            bf16=precision.dtype == torch.bfloat16,
+            precision=precision.label,
+            device=str(accelerator.device),
             world=accelerator.num_processes,
             **extra,
         )

@@ -18,15 +18,18 @@ from zephyr.train.config import LoraSection
 
 
 def bf16_supported() -> bool:
-    """bf16 autocast pays off on CPUs with AMX/AVX512-BF16 (~3x faster than fp32 here)."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+    """The CPU's bf16 check (kept for callers); devices are decided in zephyr.device."""
+    from zephyr.device import cpu_bf16
+
+    return cpu_bf16()
 
 
-def autocast(enabled: bool) -> Any:
+def autocast(enabled: Any) -> Any:
+    """`enabled`: a zephyr.device.Precision, or a bool (True: CPU bf16 autocast)."""
+    from zephyr.device import Precision
+
+    if isinstance(enabled, Precision):
+        return enabled.autocast()
     if not enabled:
         return contextlib.nullcontext()
     return torch.autocast("cpu", dtype=torch.bfloat16)

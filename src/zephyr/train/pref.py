@@ -32,7 +32,7 @@ from zephyr.train.batching import (
     plan_epoch,
 )
 from zephyr.train.common import accelerator as make_accelerator
-from zephyr.train.common import capped_rows, load_policy, to_device, use_bf16
+from zephyr.train.common import capped_rows, load_policy, to_device, train_precision
 from zephyr.train.config import PrefConfig
 from zephyr.train.encode import PairExample, encode_pair
 from zephyr.train.loop import Task, fit_and_save
@@ -82,6 +82,7 @@ def train_pref(
     seed: int,
     console=None,
     halt_after: int | None = None,
+    device: str = "auto",
 ) -> dict:
     data_dir, out_dir = Path(data_dir), Path(out_dir)
     kto = cfg.loss == "kto"
@@ -95,10 +96,10 @@ def train_pref(
         raise ZephyrError(
             f"{train_path} not found; run the data stage with preference sources, or pass --data DIR"
         )
-    acc = make_accelerator()
+    precision = train_precision(cfg, device)
+    acc = make_accelerator(precision, cfg, out_dir)
     device, world, rank = acc.device, acc.num_processes, acc.process_index
-    bf16 = use_bf16(cfg)
-    lm, tok = load_policy(model, cfg, seed)
+    lm, tok = load_policy(model, cfg, seed, precision, acc)
     pad = tok.pad_token_id
 
     # ---- data: pairs (truncated-away pairs dropped and counted) ----
@@ -144,7 +145,7 @@ def train_pref(
             "val": [(p.prompt, p.chosen, p.rejected) for p in val],
             "kl": kl_rows,
             "val_kl": val_kl,
-            "bf16": bf16,
+            "bf16": precision.weights_dtype,
             "shared": cfg.prefix_sharing,
             "batches": first,
             "loss": kto,
@@ -154,7 +155,7 @@ def train_pref(
 
     def compute() -> dict:
         lm.eval()
-        with lm.disable_adapter(), autocast(bf16):
+        with lm.disable_adapter(), autocast(precision):
             out = {"val": refcache.seq_logps_all(ref_net, val, collate, val_batches, device)}
             if kto:
                 out["rows"] = refcache.seq_logps_all(ref_net, rows, unpaired, first, device)[:, 0]
@@ -178,7 +179,7 @@ def train_pref(
         console.print(
             f"{cfg.loss}: {len(pairs)} train pairs ({dropped} dropped: completion truncated away), {len(val)} val pairs "
             f"({val_dropped} dropped), beta {cfg.beta}, {world} process(es), "
-            f"{'bf16 autocast (AMX/AVX512-BF16 CPU)' if bf16 else 'fp32'}, prefix sharing {'on' if cfg.prefix_sharing else 'off'}, "
+            f"{precision.label}, prefix sharing {'on' if cfg.prefix_sharing else 'off'}, "
             f"reference log-probs {'loaded from cache' if hit else 'computed'} ({path.name})"
         )
 
@@ -272,7 +273,7 @@ def train_pref(
         seed,
         console,
         halt_after,
-        bf16,
+        precision,
         [train_path, val_path],
         kind=cfg.loss,
         base=str(model),

@@ -17,7 +17,7 @@ import torch
 from zephyr.errors import ZephyrError
 from zephyr.train.batching import collate_sft
 from zephyr.train.common import accelerator as make_accelerator
-from zephyr.train.common import capped_rows, load_policy, to_device, use_bf16
+from zephyr.train.common import capped_rows, load_policy, to_device, train_precision
 from zephyr.train.config import SFTConfig
 from zephyr.train.encode import encode_sft
 from zephyr.train.loop import Task, fit_and_save
@@ -80,6 +80,7 @@ def train_sft(
     seed: int,
     console=None,
     halt_after: int | None = None,
+    device: str = "auto",
 ) -> dict:
     """Train a LoRA adapter on data_dir/sft_train.jsonl; write adapter/, model/, metrics, plots."""
     data_dir, out_dir = Path(data_dir), Path(out_dir)
@@ -88,9 +89,9 @@ def train_sft(
         raise ZephyrError(
             f"{train_path} not found; run the data stage first or pass --data DIR with sft_train.jsonl"
         )
-    acc = make_accelerator()
-    bf16 = use_bf16(cfg)
-    lm, tok = load_policy(model, cfg, seed)
+    precision = train_precision(cfg, device)
+    acc = make_accelerator(precision, cfg, out_dir)
+    lm, tok = load_policy(model, cfg, seed, precision, acc)
     examples, dropped = encode_all(
         tok, capped_rows(train_path, cfg.max_train, seed), cfg.max_seq_len
     )
@@ -100,7 +101,7 @@ def train_sft(
         console.print(
             f"sft: {len(examples)} train rows ({dropped} dropped: no target token after truncation), "
             f"{len(val)} val rows, {acc.num_processes} process(es), "
-            f"{'bf16 autocast (AMX/AVX512-BF16 CPU)' if bf16 else 'fp32'}"
+            f"{precision.label}"
         )
     task = sft_task(examples, val, tok.pad_token_id, cfg.micro_batch, acc)
     return fit_and_save(
@@ -113,7 +114,7 @@ def train_sft(
         seed,
         console,
         halt_after,
-        bf16,
+        precision,
         [train_path, val_path],
         kind="sft",
         base=model,

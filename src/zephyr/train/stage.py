@@ -37,6 +37,10 @@ def _seed(ctx, cfg) -> int:
     return cfg.seed if cfg.seed is not None else ctx.recipe.seed
 
 
+def _device(ctx) -> str:
+    return getattr(ctx.recipe, "device", "auto")  # recipe `device:` (zephyr.device)
+
+
 def _data(ctx) -> Path:
     if "data" not in ctx.inputs:
         raise ZephyrError(
@@ -61,7 +65,15 @@ def run_sft(ctx) -> None:
     from zephyr.train.sft import train_sft
 
     cfg = section(SFTConfig, ctx.section, "sft")
-    train_sft(cfg, ctx.recipe.model, _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
+    train_sft(
+        cfg,
+        ctx.recipe.model,
+        _data(ctx),
+        ctx.out_dir,
+        _seed(ctx, cfg),
+        ctx.console,
+        device=_device(ctx),
+    )
 
 
 def run_dpo(ctx) -> None:
@@ -72,7 +84,15 @@ def run_dpo(ctx) -> None:
         raise ZephyrError(
             "dpo.loss is 'kto'; KTO is its own stage: add `kto` to stages and a `kto:` section"
         )
-    train_pref(cfg, start_model(ctx, cfg), _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
+    train_pref(
+        cfg,
+        start_model(ctx, cfg),
+        _data(ctx),
+        ctx.out_dir,
+        _seed(ctx, cfg),
+        ctx.console,
+        device=_device(ctx),
+    )
 
 
 def run_kto(ctx) -> None:
@@ -84,4 +104,12 @@ def run_kto(ctx) -> None:
             f"kto.loss is '{raw['loss']}'; the kto stage only trains KTO (use the dpo stage for sigmoid/ipo)"
         )
     cfg = section(PrefConfig, raw, "kto")
-    train_pref(cfg, start_model(ctx, cfg), _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
+    train_pref(
+        cfg,
+        start_model(ctx, cfg),
+        _data(ctx),
+        ctx.out_dir,
+        _seed(ctx, cfg),
+        ctx.console,
+        device=_device(ctx),
+    )

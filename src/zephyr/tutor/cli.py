@@ -22,6 +22,7 @@ ModelArg = Annotated[
     ),
 ]
 DtypeOpt = Annotated[str, typer.Option(help="float32, bfloat16 or float16")]
+DeviceOpt = Annotated[str, typer.Option(help="auto|cpu|cuda|mps (zephyr.device)")]
 PolicyOpt = Annotated[
     Path | None, typer.Option(help="Safety policy YAML (default: the shipped default_policy.yaml)")
 ]
@@ -225,8 +226,10 @@ def register(app: typer.Typer) -> None:
         ] = False,
         calculator: CalcOpt = None,
         show_calc: ShowCalcOpt = False,
+        device: DeviceOpt = "auto",
     ) -> None:
         """Chat with a model in the terminal (streamed answers); /mcq switches to multiple choice."""
+        from zephyr.device import place
         from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
         from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams
@@ -234,6 +237,7 @@ def register(app: typer.Typer) -> None:
 
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)
+        m = place(m, device)
         log = None if no_audit else Audit(audit or default_audit())
         from zephyr.tutor.calculator import trained_with
 
@@ -307,10 +311,12 @@ def register(app: typer.Typer) -> None:
                 help="Folder laid out like ../shared/data: GSM8K/ARC items practice checks"
             ),
         ] = None,
+        device: DeviceOpt = "auto",
     ) -> None:
         """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /v1/mcqa, web page at /."""
         import uvicorn
 
+        from zephyr.device import place
         from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
         from zephyr.tutor.calculator import trained_with
@@ -339,6 +345,7 @@ def register(app: typer.Typer) -> None:
         )
         rules = _policy(policy, no_policy)
         m, tok = load_model(model, dtype=dtype)
+        m = place(m, device)
         log = None if no_audit else Audit(audit or default_audit())
         app = create_app(m, tok, model_name(model), cfg, log, rules)
         console.print(
