@@ -69,7 +69,8 @@ def test_surrogates_nesting_bom_and_long_csv_fields_are_counted_bad_rows(tmp_pat
         (3, "nested too deeply"),
     }
     kept = read_jsonl(tmp_path / "out" / "sft_train.jsonl")
-    assert sorted(r["instruction"] for r in kept) == ["Question number 1?", "Question number 2?"]
+    asked = [m["content"] for r in kept for m in r["messages"] if m["role"] == "user"]
+    assert sorted(asked) == ["Question number 1?", "Question number 2?"]
     quiz = man["sources"]["mcqa"]["quiz"]
     assert quiz["kept"] == 2 and quiz["dropped"] == {"malformed": 1}  # the BOM'd header still maps
     assert quiz["malformed_examples"][0]["line"] == 3
