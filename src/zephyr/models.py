@@ -170,8 +170,12 @@ def _hub_call(spec: str, fn, *args, **kwargs):
         raise
 
 
-def load_tokenizer(spec: str | os.PathLike | None = None) -> Any:
+def load_tokenizer(spec: str | os.PathLike | None = None, chat_template: str | None = None) -> Any:
+    """The tokenizer, pad != EOS, with a chat template (zephyr.chat_template.apply: `chat_template`,
+    else the running stage's recipe key, else its own, else ChatML)."""
     from transformers import AutoTokenizer
+
+    from zephyr import chat_template as templates
 
     path = resolve(spec)
     if (
@@ -180,7 +184,7 @@ def load_tokenizer(spec: str | os.PathLike | None = None) -> Any:
     ):
         path = resolve(_adapter_base(Path(path)))
     tok = _hub_call(path, AutoTokenizer.from_pretrained, path)
-    return fix_pad_token(tok)
+    return templates.apply(fix_pad_token(tok), chat_template)
 
 
 def _adapter_base(path: Path) -> str:

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
+from zephyr.arch import takes_position_ids
 from zephyr.padding import right_pad
 
 DEFAULT_MAX_LENGTH = 2048  # lm-eval's fallback when the config names no context length
@@ -182,6 +183,8 @@ class Scorer:
         self.prefix_token_id = bos if bos is not None else tokenizer.eos_token_id
         self.bos_text = tokenizer.bos_token
         self.head = model.get_output_embeddings()
+        # ALiBi models (Bloom) take no position ids: each continuation gets its own plain row
+        self.packs = takes_position_ids(model)
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
         softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
         # scoring only the needed positions needs hidden states -> head; otherwise full logits
@@ -224,13 +227,9 @@ class Scorer:
             mask = {kind: m.to(self.device) for kind, m in mask.items()}
         else:
             mask = mask.to(self.device)
-        kwargs = dict(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=past,
-            use_cache=True,
-        )
+        kwargs = dict(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True)
+        if self.packs:
+            kwargs["position_ids"] = positions
         out = (self.decoder or self.model)(**kwargs)
         feats = out.last_hidden_state if self.decoder is not None else out.logits
         if keep is not None:
@@ -332,6 +331,8 @@ class Scorer:
                 torch.tensor([p - 1]),
             )
         budget = min(self.max_length, PACK_BUDGET)
+        if not self.packs:  # one (context, continuation) per row: a plain causal row
+            groups = [_Group(g.ctx, [m]) for g in groups for m in g.members]
         rows = [row for g in groups for row in _pack(g, p, budget)]
         # longest first, like lm-eval: the first batch sets the padded length, OOMs surface early
         rows.sort(key=lambda r: (-len(r.tokens), r.tokens))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 import torch
 
+from zephyr.arch import decoder_layers
 from zephyr.quantize.qweight import MID, Int4Weight
 
 
@@ -65,7 +66,7 @@ def quantize_model(
 ) -> dict[str, Int4Weight]:
     """Layer by layer: capture each decoder layer's inputs, build the Hessians of its linears,
     quantize them, then run the layer again (now quantized) to feed the next one."""
-    layers = model.model.layers
+    layers = decoder_layers(model)
     caught: list[tuple[torch.Tensor, dict]] = []
 
     def catch(_mod, args, kwargs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.errors import ZephyrError
 from zephyr.train.config import PrefConfig, SFTConfig
@@ -57,6 +58,7 @@ def start_model(ctx, cfg: PrefConfig) -> str:
     return ctx.recipe.model
 
 
+@recipe_template
 def run_sft(ctx) -> None:
     from zephyr.train.sft import train_sft
 
@@ -64,6 +66,7 @@ def run_sft(ctx) -> None:
     train_sft(cfg, ctx.recipe.model, _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
 
 
+@recipe_template
 def run_dpo(ctx) -> None:
     from zephyr.train.pref import train_pref
 
@@ -75,6 +78,7 @@ def run_dpo(ctx) -> None:
     train_pref(cfg, start_model(ctx, cfg), _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console)
 
 
+@recipe_template
 def run_kto(ctx) -> None:
     from zephyr.train.pref import train_pref
 
