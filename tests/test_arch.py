@@ -234,3 +234,20 @@ def test_lora_targets_all_linear_or_named(tiny_model):
     assert names == {"q_proj", "v_proj"}
     with pytest.raises(ZephyrError, match="all-linear or a list"):
         add_lora(load_model(tiny_model)[0], LoraSection(targets="all_linear"))
+
+
+def test_train_cli_chat_template_reaches_the_saved_tokenizer(tiny_model, tmp_path):
+    from typer.testing import CliRunner
+
+    from zephyr.cli import app
+    from zephyr.models import load_tokenizer
+
+    out = tmp_path / "out"
+    sets = ["max_steps=1", "bf16=false", "micro_batch=2", "max_train=2", "max_val=2"]
+    args = ["train", "sft", "--data", str(FIXTURES / "train"), "--out", str(out)]
+    args += ["--model", str(tiny_model), "--chat-template", "chatml"]
+    result = CliRunner().invoke(app, [*args, *[x for s in sets for x in ("--set", s)]])
+    assert result.exit_code == 0, result.output
+    msgs = [{"role": "user", "content": "hi"}]
+    text = load_tokenizer(out / "model").apply_chat_template(msgs, tokenize=False)
+    assert text == "<|im_start|>user\nhi<|im_end|>\n"  # SmolLM2's own would add a system turn

@@ -45,6 +45,7 @@ def train_command(
     sets: list[str],
     resume: bool,
     force: bool,
+    chat_template: str | None = None,
 ) -> None:
     import shutil
 
@@ -69,9 +70,8 @@ def train_command(
                 "--set works with --data/--out; in recipe mode edit the recipe's section instead"
             )
         stages = r.stages[: r.stages.index(kind) + 1]
-        dirs = run_pipeline(
-            recipe, force=force, overrides={"stages": stages, "model": model}, console=console
-        )
+        over = {"stages": stages, "model": model, "chat_template": chat_template}
+        dirs = run_pipeline(recipe, force=force, overrides=over, console=console)
         console.print(f"{kind}: {dirs[kind]}")
         return
     if data is None or out is None:
@@ -89,6 +89,18 @@ def train_command(
             raise ZephyrError(
                 f"{out} already holds checkpoints; pass --resume to continue that run or --force to start over"
             )
+    from zephyr.chat_template import overriding
+
+    if chat_template is None and recipe:
+        chat_template = load_yaml(recipe).get("chat_template")
+    with overriding(chat_template):
+        _train(kind, raw, recipe, data, out, model, console)
+    console.print(f"{kind}: {out}")
+
+
+def _train(kind: str, raw: dict, recipe, data: Path, out: Path, model, console) -> None:
+    from zephyr.config import load_yaml
+    from zephyr.errors import ZephyrError
     from zephyr.train.stage import section
 
     seed_default = load_yaml(recipe).get("seed", 0) if recipe else 0
@@ -113,7 +125,6 @@ def train_command(
         train_pref(
             cfg, spec, data, out, cfg.seed if cfg.seed is not None else seed_default, console
         )
-    console.print(f"{kind}: {out}")
 
 
 def register(app: typer.Typer) -> None:
@@ -143,8 +154,15 @@ def register(app: typer.Typer) -> None:
             force: Annotated[
                 bool, typer.Option(help="Start over (deletes --out, or reruns the stage)")
             ] = False,
+            chat_template: Annotated[
+                str | None,
+                typer.Option(
+                    help="chatml, a .jinja file or Jinja text (default: the recipe's, else the "
+                    "model's own, else ChatML)"
+                ),
+            ] = None,
         ) -> None:
-            train_command(kind, recipe, data, out, model, set_ or [], resume, force)
+            train_command(kind, recipe, data, out, model, set_ or [], resume, force, chat_template)
 
         command.__doc__ = doc
         train.command(kind)(command)
