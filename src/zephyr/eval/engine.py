@@ -422,11 +422,15 @@ class Scorer:
 
         Each window of `window` tokens scores only the tokens not scored by the previous one, so
         every token after the first gets `window - stride` tokens of context (fewer at the start).
+        A tokenizer that adds BOS by default (Gemma) gets BOS before every window, as the model
+        saw in training (Gemma 3 270M: WikiText ppl 158 without, 63 with); then token 0 is scored.
         """
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) < 2:
             raise ValueError("text too short for perplexity (needs at least 2 tokens)")
-        window = min(window, self.max_length)
+        bos = self.tokenizer.bos_token_id
+        lead = [bos] if bos is not None and self.tokenizer.encode("a")[:1] == [bos] else []
+        window = min(window, self.max_length - len(lead))
         stride = max(1, min(stride, window))
         spans, prev_end = [], 0
         for begin in range(0, len(ids), stride):
@@ -440,15 +444,15 @@ class Scorer:
             range(0, len(spans), self.batch_size), disable=not self.progress, leave=False
         ):
             chunk = spans[s0 : s0 + self.batch_size]
-            x, mask = right_pad([ids[b:e] for b, e, _ in chunk], self.pad_id)
+            x, mask = right_pad([lead + ids[b:e] for b, e, _ in chunk], self.pad_id)
             positions = torch.arange(x.shape[1])[None].expand(len(chunk), -1)
             feats, _ = self._forward(x, mask, positions, None)
             rix, pix, targets = [], [], []
             for j, (b, e, trg) in enumerate(chunk):
                 n = e - b
-                first = max(n - trg, 1)  # position 0 has no context and is never scored
+                first = max(n - trg, 0 if lead else 1)  # without BOS, token 0 has no context
                 rix += [j] * (n - first)
-                pix += range(first - 1, n - 1)
+                pix += range(first - 1 + len(lead), n - 1 + len(lead))
                 targets += ids[b + first : e]
             where = torch.tensor(rix) * feats.shape[1] + torch.tensor(pix, dtype=torch.long)
             flat = feats.reshape(-1, feats.shape[-1])
