@@ -44,6 +44,7 @@ def make_arch_model(arch: str, out: Path) -> Path:
         num_key_value_heads=2,
         max_position_embeddings=1024,
     )
+    torch.manual_seed(0)
     if arch == "llama":
         model = tf.LlamaForCausalLM(tf.LlamaConfig(**common, **blocks))
     elif arch == "qwen2":
@@ -295,3 +296,31 @@ def test_real_gemma_loads_with_chatml_and_bos_perplexity():
     assert got["tokens"] == len(ids)
     assert got["token_perplexity"] == pytest.approx(float(nll.exp()), rel=1e-3)
     assert got["token_perplexity"] < 200  # a sane language model, not noise (vocab 262k)
+
+
+def test_gptq_replays_each_layer_with_its_own_inputs(tmp_path, monkeypatch):
+    """Gemma's sliding and full layers get different masks and rotary tables: with quantization
+    made exact, GPTQ's layer-by-layer replay must reproduce the model's own last hidden state
+    (replaying layer 0's inputs everywhere was off by over 4 here)."""
+    from zephyr.arch import decoder_layers, decoder_linears
+    from zephyr.models import load_model
+    from zephyr.quantize import gptq
+
+    class Exact:
+        def __init__(self, w):
+            self.w = w.clone()
+
+        def dequantize(self):
+            return self.w
+
+    monkeypatch.setattr(gptq, "quantize_weight", lambda w, _h, _g: Exact(w))
+    model, _ = load_model(make_arch_model("gemma3", tmp_path / "g"))
+    ids = torch.randint(0, 1000, (2, 40), generator=torch.Generator().manual_seed(0))
+    outs = []
+    decoder_layers(model)[-1].register_forward_hook(
+        lambda _m, _a, out: outs.append(out[0] if isinstance(out, tuple) else out)
+    )
+    with torch.no_grad():
+        model(ids)  # outs[0]: the last layer's output in a plain forward
+    gptq.quantize_model(model, decoder_linears(model), ids, 32, batch_size=2)
+    torch.testing.assert_close(outs[-1], outs[0])
