@@ -324,3 +324,27 @@ def test_gptq_replays_each_layer_with_its_own_inputs(tmp_path, monkeypatch):
         model(ids)  # outs[0]: the last layer's output in a plain forward
     gptq.quantize_model(model, decoder_linears(model), ids, 32, batch_size=2)
     torch.testing.assert_close(outs[-1], outs[0])
+
+
+def test_recipe_chat_template_key_hash_and_stage_scope(tmp_path):
+    import os
+
+    from zephyr import chat_template, pipeline
+    from zephyr.io import sha256_json
+
+    path = tmp_path / "r.yaml"
+    path.write_text("chat_template: chatml\n")
+    recipe, plain = pipeline.load_recipe(path), pipeline.Recipe()
+    assert recipe.chat_template == "chatml"
+    old = {"seed": 0, "model": "smollm2-135m", "dtype": "float32", "data_root": ""}
+    want = {"stage": "sft", "section": {}, "globals": old, "upstream": {}, "extra": ""}
+    assert pipeline.stage_key("sft", plain, {}) == sha256_json(want)[:12]  # unset: old dirs valid
+    assert pipeline.stage_key("sft", recipe, {}) != pipeline.stage_key("sft", plain, {})
+    seen = []
+
+    @chat_template.recipe_template
+    def stage(ctx):
+        seen.append(os.environ.get(chat_template.ENV))
+
+    stage(pipeline.StageContext("sft", recipe, {}, tmp_path, {}, tmp_path))
+    assert seen == ["chatml"] and chat_template.ENV not in os.environ
