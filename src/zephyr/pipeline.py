@@ -62,6 +62,7 @@ class Recipe:
     model: str = "smollm2-135m"
     dtype: str = "float32"
     device: str = "auto"  # auto|cpu|cuda|mps for training and evaluation (zephyr.device)
+    chat_template: str | None = None  # chatml, a .jinja file, Jinja text; None: own, else ChatML
     out: str = "runs"
     # a recipe's own paths are relative to the recipe file; empty means ../shared/data from the cwd
     data_root: str = ""
@@ -115,7 +116,8 @@ def _import(target: str):
 def stage_key(name: str, recipe: Recipe, upstream: dict[str, str], extra: str = "") -> str:
     """Hash of what a stage's output depends on: its section, the global fields, upstream keys."""
     section = getattr(recipe, name)
-    globals_ = {k: getattr(recipe, k) for k in ("seed", "model", "dtype", "data_root")}
+    keys = ("seed", "model", "dtype", "data_root", "chat_template")  # None is left out (old keys)
+    globals_ = {k: v for k in keys if (v := getattr(recipe, k)) is not None}
     return sha256_json(
         {
             "stage": name,

@@ -30,6 +30,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import DynamicCache, StoppingCriteria, StoppingCriteriaList
 
+from zephyr.arch import takes_position_ids
 from zephyr.padding import right_pad
 from zephyr.tutor.calculator import CalculatorProcessor
 
@@ -183,6 +184,8 @@ class Scorer:
         self.prefix_token_id = bos if bos is not None else tokenizer.eos_token_id
         self.bos_text = tokenizer.bos_token
         self.head = model.get_output_embeddings()
+        # ALiBi models (Bloom) take no position ids: each continuation gets its own plain row
+        self.packs = takes_position_ids(model)
         decoder = model.get_decoder() if hasattr(model, "get_decoder") else None
         softcap = getattr(getattr(model, "config", None), "final_logit_softcapping", None)
         # scoring only the needed positions needs hidden states -> head; otherwise full logits
@@ -225,13 +228,9 @@ class Scorer:
             mask = {kind: m.to(self.device) for kind, m in mask.items()}
         else:
             mask = mask.to(self.device)
-        kwargs = dict(
-            input_ids=ids,
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=past,
-            use_cache=True,
-        )
+        kwargs = dict(input_ids=ids, attention_mask=mask, past_key_values=past, use_cache=True)
+        if self.packs:
+            kwargs["position_ids"] = positions
         out = (self.decoder or self.model)(**kwargs)
         feats = out.last_hidden_state if self.decoder is not None else out.logits
         if keep is not None:
@@ -333,6 +332,8 @@ class Scorer:
                 torch.tensor([p - 1]),
             )
         budget = min(self.max_length, PACK_BUDGET)
+        if not self.packs:  # one (context, continuation) per row: a plain causal row
+            groups = [_Group(g.ctx, [m]) for g in groups for m in g.members]
         rows = [row for g in groups for row in _pack(g, p, budget)]
         # longest first, like lm-eval: the first batch sets the padded length, OOMs surface early
         rows.sort(key=lambda r: (-len(r.tokens), r.tokens))
@@ -422,11 +423,15 @@ class Scorer:
 
         Each window of `window` tokens scores only the tokens not scored by the previous one, so
         every token after the first gets `window - stride` tokens of context (fewer at the start).
+        A tokenizer that adds BOS by default (Gemma) gets BOS before every window, as the model
+        saw in training (Gemma 3 270M: WikiText ppl 158 without, 63 with); then token 0 is scored.
         """
         ids = self.tokenizer.encode(text, add_special_tokens=False)
         if len(ids) < 2:
             raise ValueError("text too short for perplexity (needs at least 2 tokens)")
-        window = min(window, self.max_length)
+        bos = self.tokenizer.bos_token_id
+        lead = [bos] if bos is not None and self.tokenizer.encode("a")[:1] == [bos] else []
+        window = min(window, self.max_length - len(lead))
         stride = max(1, min(stride, window))
         spans, prev_end = [], 0
         for begin in range(0, len(ids), stride):
@@ -440,15 +445,15 @@ class Scorer:
             range(0, len(spans), self.batch_size), disable=not self.progress, leave=False
         ):
             chunk = spans[s0 : s0 + self.batch_size]
-            x, mask = right_pad([ids[b:e] for b, e, _ in chunk], self.pad_id)
+            x, mask = right_pad([lead + ids[b:e] for b, e, _ in chunk], self.pad_id)
             positions = torch.arange(x.shape[1])[None].expand(len(chunk), -1)
             feats, _ = self._forward(x, mask, positions, None)
             rix, pix, targets = [], [], []
             for j, (b, e, trg) in enumerate(chunk):
                 n = e - b
-                first = max(n - trg, 1)  # position 0 has no context and is never scored
+                first = max(n - trg, 0 if lead else 1)  # without BOS, token 0 has no context
                 rix += [j] * (n - first)
-                pix += range(first - 1, n - 1)
+                pix += range(first - 1 + len(lead), n - 1 + len(lead))
                 targets += ids[b + first : e]
             where = torch.tensor(rix) * feats.shape[1] + torch.tensor(pix, dtype=torch.long)
             flat = feats.reshape(-1, feats.shape[-1])

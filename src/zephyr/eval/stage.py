@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.errors import ZephyrError
 from zephyr.io import read_json, sha256_json, write_json
@@ -218,6 +219,7 @@ def evaluate_model(
     return entry
 
 
+@recipe_template
 def run(ctx: Any) -> None:
     """The eval stage: all models, same tasks and items -> results.json."""
     from zephyr import provenance

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from zephyr.arch import embedding_name, module_name
 from zephyr.errors import ZephyrError
 from zephyr.io import read_json, write_json
 from zephyr.quantize.qweight import (
@@ -37,7 +38,6 @@ FORMAT = "zephyr-quant/1"
 # config.json's model_type: plain `AutoModelForCausalLM.from_pretrained` refuses the folder with an
 # error naming it (it would otherwise load random weights where the int4/int8 codes are)
 MODEL_TYPE = "zephyr-quantized"
-EMBED = "model.embed_tokens"
 QUANT_SUFFIXES = (
     *("qweight", "scales", "zeros", "scale", "outlier_idx", "outlier_val", "act_scale"),
     *("lora_A", "lora_B"),
@@ -63,11 +63,12 @@ def save_artifact(
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
+        embed, head = embedding_name(model), module_name(model, model.get_output_embeddings())
         skip = {f"{n}.weight" for n in weights}
         if tied:
-            skip.add("lm_head.weight")  # the same tensor as the embedding
+            skip.add(f"{head}.weight")  # the same tensor as the embedding
         if embedding is not None:
-            skip |= {f"{EMBED}.weight", "lm_head.weight"}
+            skip |= {f"{embed}.weight", f"{head}.weight"}
         sd: dict[str, torch.Tensor] = {}
         for name, t in model.state_dict().items():
             if name not in skip:
@@ -76,7 +77,7 @@ def save_artifact(
             sd.update(w.tensors(name))
         sd.update(extra or {})
         if embedding is not None:
-            sd.update(embedding.tensors(EMBED))
+            sd.update(embedding.tensors(embed))
             if not tied:
                 raise ZephyrError(
                     "--quantize-embedding needs tied embeddings (lm_head = embedding); drop the flag for this model"
@@ -131,6 +132,7 @@ def read_meta(path: str | Path) -> dict:
 def load_quantized(path: str | Path) -> tuple[Any, Any]:
     """Rebuild the model on the meta device, then assign the saved tensors (int4 weights become
     torchao Int4OpaqueTensor, int8 weights Int8Tensor); returns (model, tokenizer) in eval mode."""
+    from accelerate import init_empty_weights
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, GenerationConfig
 
@@ -140,7 +142,9 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
     meta = read_meta(path)
     dtype = getattr(torch, meta["dtype"])
     config = read_config(path)
-    with torch.device("meta"):
+    # parameters on meta (assigned from the file below); buffers that are never saved (rotary
+    # inv_freq, Gemma's embedding scale) are computed for real, whatever each model calls them
+    with init_empty_weights(include_buffers=False):
         model = AutoModelForCausalLM.from_config(config, dtype=dtype)
     sd = load_file(str(path / "model.safetensors"))
     for name, info in meta["layers"].items():
@@ -158,20 +162,22 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
         for suffix in QUANT_SUFFIXES:
             sd.pop(f"{name}.{suffix}", None)
     if meta.get("embedding"):
-        emb = Int8Weight.from_tensors(sd, EMBED)
-        old = model.get_submodule(EMBED)
-        model.model.embed_tokens = Int8Embedding(emb, dtype, old.padding_idx)
-        model.lm_head.weight = torch.nn.Parameter(emb.runtime(dtype), requires_grad=False)
-        sd.pop(f"{EMBED}.qweight")
-        sd.pop(f"{EMBED}.scale")
+        embed = embedding_name(model)
+        emb = Int8Weight.from_tensors(sd, embed)
+        old = model.get_input_embeddings()
+        scale = getattr(old, "scalar_embed_scale", 1.0)  # Gemma scales embeddings by sqrt(hidden)
+        model.set_input_embeddings(Int8Embedding(emb, dtype, old.padding_idx, scale))
+        head = model.get_output_embeddings()
+        head.weight = torch.nn.Parameter(emb.runtime(dtype), requires_grad=False)
+        sd.pop(f"{embed}.qweight")
+        sd.pop(f"{embed}.scale")
     missing, unexpected = model.load_state_dict(sd, strict=False, assign=True)
     if unexpected:
         raise ZephyrError(
             f"{path}/model.safetensors has tensors this model does not use ({unexpected[:3]}); the artifact is corrupt, re-quantize it"
         )
     if config.tie_word_embeddings and not meta.get("embedding"):
-        model.lm_head.weight = model.model.embed_tokens.weight
-    _rebuild_meta_buffers(model, config)
+        model.get_output_embeddings().weight = model.get_input_embeddings().weight
     left = [n for n, p in list(model.named_parameters()) + list(model.named_buffers()) if p.is_meta]
     if left:
         raise ZephyrError(
@@ -181,15 +187,6 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
         model.generation_config = GenerationConfig.from_pretrained(path)
     model.zephyr_quantization = meta
     return model.eval(), load_tokenizer(path)
-
-
-def _rebuild_meta_buffers(model: Any, config: Any) -> None:
-    """Non-persistent buffers (rotary inv_freq) are not saved: build those modules again."""
-    for name, mod in list(model.named_modules()):
-        if name and any(b.is_meta for b in mod.buffers(recurse=False)) and hasattr(mod, "inv_freq"):
-            parent_name, _, attr = name.rpartition(".")
-            parent = model.get_submodule(parent_name) if parent_name else model
-            setattr(parent, attr, type(mod)(config=config))
 
 
 def artifact_bytes(path: str | Path) -> int:

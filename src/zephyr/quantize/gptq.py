@@ -12,11 +12,8 @@ from collections.abc import Callable
 
 import torch
 
+from zephyr.arch import decoder_layers
 from zephyr.quantize.qweight import MID, Int4Weight
-
-
-class _Stop(Exception):
-    pass
 
 
 def quantize_weight(
@@ -65,21 +62,29 @@ def quantize_model(
 ) -> dict[str, Int4Weight]:
     """Layer by layer: capture each decoder layer's inputs, build the Hessians of its linears,
     quantize them, then run the layer again (now quantized) to feed the next one."""
-    layers = model.model.layers
+    layers = decoder_layers(model)
     caught: list[tuple[torch.Tensor, dict]] = []
+    # each layer's own keyword inputs: Gemma's sliding and full layers differ in mask and rotary
+    kwargs_of: list[list[dict]] = [[] for _ in layers]
 
-    def catch(_mod, args, kwargs):
-        caught.append((args[0] if args else kwargs.pop("hidden_states"), kwargs))
-        raise _Stop
+    def catch(i):
+        def hook(_mod, args, kwargs):
+            kwargs = dict(kwargs)
+            hidden = args[0] if args else kwargs.pop("hidden_states")
+            if i == 0:
+                caught.append((hidden, {}))
+            kwargs_of[i].append(kwargs)
 
-    handle = layers[0].register_forward_pre_hook(catch, with_kwargs=True)
+        return hook
+
+    handles = [
+        m.register_forward_pre_hook(catch(i), with_kwargs=True) for i, m in enumerate(layers)
+    ]
     with torch.no_grad():
         for b in range(0, len(calib), batch_size):
-            try:
-                model(calib[b : b + batch_size], use_cache=False)
-            except _Stop:
-                pass
-    handle.remove()
+            model(calib[b : b + batch_size], use_cache=False)
+    for h in handles:
+        h.remove()
     names = {mod: name for name, mod in targets.items()}
     out: dict[str, Int4Weight] = {}
     for li, layer in enumerate(layers):
@@ -96,6 +101,7 @@ def quantize_model(
             hess[mod] += x.T @ x
 
         hooks = [m.register_forward_hook(accumulate) for m in mine]
+        caught = [(hidden, kw) for (hidden, _), kw in zip(caught, kwargs_of[li], strict=True)]
         with torch.no_grad():
             for hidden, kwargs in caught:
                 layer(hidden, **kwargs)

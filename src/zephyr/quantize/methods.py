@@ -108,12 +108,11 @@ def check_config(cfg: QuantizeConfig) -> None:
 
 
 def targets_of(model: Any) -> dict[str, torch.nn.Linear]:
-    """The linears inside the decoder layers (the lm_head goes with the embedding option)."""
-    return {
-        n: m
-        for n, m in model.named_modules()
-        if isinstance(m, torch.nn.Linear) and ".layers." in f".{n}"
-    }
+    """Every nn.Linear inside the decoder layers, whatever the architecture names them (Bloom's
+    fused query_key_value included); the LM head goes with the embedding option."""
+    from zephyr.arch import decoder_linears
+
+    return decoder_linears(model)
 
 
 def split_divisible(targets: dict, cfg: QuantizeConfig, console: Console) -> dict[str, str]:
@@ -158,11 +157,12 @@ def quantize_weights(
                 model, targets, ids, cfg.group_size, progress=lambda _: bar.advance(task)
             )
     if cfg.method == "gptq":
+        from zephyr.arch import decoder_layers
         from zephyr.quantize.calib import calibration_ids
 
         ids = calibration_ids(tok, cfg, data_root)
         with Progress() as bar:
-            task = bar.add_task("gptq", total=len(model.model.layers))
+            task = bar.add_task("gptq", total=len(decoder_layers(model)))
             return gptq.quantize_model(
                 model, targets, ids, cfg.group_size, progress=lambda _: bar.advance(task)
             )

@@ -24,7 +24,9 @@ from zephyr import provenance
 from zephyr.errors import ZephyrError
 from zephyr.io import append_jsonl, write_json
 
-TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+TARGETS = (
+    "all-linear"  # PEFT: every linear of the decoder blocks (4-bit ones included), never the head
+)
 
 
 @dataclass

@@ -159,16 +159,26 @@ def rel_error(w: torch.Tensor, w_hat: torch.Tensor) -> float:
 class Int8Embedding(torch.nn.Module):
     """Embedding lookup over int8 rows: gathers the rows first, then dequantizes only those."""
 
-    def __init__(self, weight: Int8Weight, dtype: torch.dtype, padding_idx: int | None = None):
+    def __init__(
+        self,
+        weight: Int8Weight,
+        dtype: torch.dtype,
+        padding_idx: int | None = None,
+        embed_scale: float = 1.0,  # Gemma multiplies its embeddings by sqrt(hidden)
+    ):
         super().__init__()
         self.register_buffer("qweight", weight.q)
         self.register_buffer("scale", weight.scale.reshape(-1, 1).float())
         self.dtype = dtype
         self.padding_idx = padding_idx
+        self.embed_scale = embed_scale
         self.num_embeddings, self.embedding_dim = weight.q.shape
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        return (self.qweight[ids].to(self.dtype) * self.scale[ids].to(self.dtype)).to(self.dtype)
+        rows = self.qweight[ids].to(self.dtype) * self.scale[ids].to(self.dtype)
+        if self.embed_scale != 1.0:  # rounded to the runtime dtype first, as Gemma does
+            rows = rows * torch.tensor(self.embed_scale, dtype=self.dtype)
+        return rows.to(self.dtype)
 
 
 def add_outlier_hook(module: torch.nn.Module, w: Int4Weight) -> None:

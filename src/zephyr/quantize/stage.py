@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zephyr import provenance
+from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.io import write_json
 from zephyr.pipeline import StageContext
@@ -51,6 +52,7 @@ def source_model(ctx: StageContext, sec: QuantizeSection) -> str:
     return ctx.recipe.model
 
 
+@recipe_template
 def run(ctx: StageContext) -> None:
     sec = from_dict(QuantizeSection, ctx.section, "quantize")
     src = source_model(ctx, sec)

@@ -46,6 +46,7 @@ def train_command(
     resume: bool,
     force: bool,
     device: str | None = None,
+    chat_template: str | None = None,
 ) -> None:
     import shutil
 
@@ -70,12 +71,8 @@ def train_command(
                 "--set works with --data/--out; in recipe mode edit the recipe's section instead"
             )
         stages = r.stages[: r.stages.index(kind) + 1]
-        dirs = run_pipeline(
-            recipe,
-            force=force,
-            overrides={"stages": stages, "model": model, "device": device},
-            console=console,
-        )
+        over = {"stages": stages, "model": model, "device": device, "chat_template": chat_template}
+        dirs = run_pipeline(recipe, force=force, overrides=over, console=console)
         console.print(f"{kind}: {dirs[kind]}")
         return
     if data is None or out is None:
@@ -93,6 +90,20 @@ def train_command(
             raise ZephyrError(
                 f"{out} already holds checkpoints; pass --resume to continue that run or --force to start over"
             )
+    from zephyr.chat_template import overriding
+
+    if chat_template is None and recipe:
+        chat_template = load_yaml(recipe).get("chat_template")
+    with overriding(chat_template):
+        _train(kind, raw, recipe, data, out, model, console, device)
+    console.print(f"{kind}: {out}")
+
+
+def _train(
+    kind: str, raw: dict, recipe, data: Path, out: Path, model, console, device: str | None
+) -> None:
+    from zephyr.config import load_yaml
+    from zephyr.errors import ZephyrError
     from zephyr.train.stage import section
 
     seed_default = load_yaml(recipe).get("seed", 0) if recipe else 0
@@ -118,7 +129,6 @@ def train_command(
             )
         seed = cfg.seed if cfg.seed is not None else seed_default
         train_pref(cfg, spec, data, out, seed, console, device=device)
-    console.print(f"{kind}: {out}")
 
 
 def register(app: typer.Typer) -> None:
@@ -152,8 +162,17 @@ def register(app: typer.Typer) -> None:
                 str | None,
                 typer.Option(help="auto|cpu|cuda|mps (default: the recipe's device, else auto)"),
             ] = None,
+            chat_template: Annotated[
+                str | None,
+                typer.Option(
+                    help="chatml, a .jinja file or Jinja text (default: the recipe's, else the "
+                    "model's own, else ChatML)"
+                ),
+            ] = None,
         ) -> None:
-            train_command(kind, recipe, data, out, model, set_ or [], resume, force, device)
+            train_command(
+                kind, recipe, data, out, model, set_ or [], resume, force, device, chat_template
+            )
 
         command.__doc__ = doc
         train.command(kind)(command)

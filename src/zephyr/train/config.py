@@ -5,8 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-# "all linear projections" of a Llama-style block (lm_head and embeddings stay frozen)
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# PEFT's name for every nn.Linear of the decoder blocks, whatever the architecture calls them
+# (q_proj.. in Llama/Qwen2/Gemma, query_key_value.. in Bloom); the LM head and embeddings stay frozen
+ALL_LINEAR = "all-linear"
 
 
 @dataclass
@@ -14,7 +15,7 @@ class LoraSection:
     r: int = 8
     alpha: int = 16
     dropout: float = 0.05
-    targets: list[str] = field(default_factory=lambda: list(ALL_LINEAR))
+    targets: str | list[str] = ALL_LINEAR  # "all-linear" or module names, e.g. [q_proj, v_proj]
 
 
 @dataclass

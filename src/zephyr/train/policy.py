@@ -14,6 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from zephyr.arch import decoder_and_head, logit_softcap
 from zephyr.train.config import LoraSection
 
 
@@ -41,14 +42,7 @@ def add_lora(model: Any, cfg: LoraSection, checkpointing: bool = False) -> Any:
     autocast, 4D masks and LoRA dropout, whose RNG state checkpoint replays)."""
     from peft import LoraConfig, get_peft_model
 
-    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
-    targets = [t for t in cfg.targets if t in present]
-    if not targets:
-        from zephyr.errors import ZephyrError
-
-        raise ZephyrError(
-            f"lora.targets {cfg.targets} match no module of this model; name its linear layers"
-        )
+    targets = _lora_targets(model, cfg.targets)
     config = LoraConfig(
         r=cfg.r,
         lora_alpha=cfg.alpha,
@@ -68,6 +62,25 @@ def add_lora(model: Any, cfg: LoraSection, checkpointing: bool = False) -> Any:
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
     return lm
+
+
+def _lora_targets(model: Any, targets: str | list[str]) -> str | list[str]:
+    """`all-linear` (PEFT: every decoder linear, never the LM head) or the named modules present."""
+    from zephyr.errors import ZephyrError
+
+    if isinstance(targets, str):
+        if targets != "all-linear":
+            raise ZephyrError(
+                f"lora.targets is '{targets}'; use all-linear or a list of module names like [q_proj, v_proj]"
+            )
+        return targets
+    present = {name.rsplit(".", 1)[-1] for name, _ in model.named_modules()}
+    found = [t for t in targets if t in present]
+    if not found:
+        raise ZephyrError(
+            f"lora.targets {targets} match no module of this model; use all-linear or name its linear layers"
+        )
+    return found
 
 
 HEAD_CHUNK = 512  # target rows per LM-head chunk: 512 x 49152 fp32 logits = 100 MB alive at once
@@ -127,15 +140,18 @@ class TokenLogps(nn.Module):
         self.lm = lm  # a PeftModel (or a plain causal LM for reference-only use)
 
     def forward(self, input_ids, attention_mask, position_ids, src, tgt) -> torch.Tensor:
-        causal = self.lm.get_base_model() if hasattr(self.lm, "get_base_model") else self.lm
-        hidden = causal.model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=position_ids,
-            use_cache=False,
+        decoder, head = decoder_and_head(self.lm)
+        # ALiBi models (Bloom) take no position ids: their batches come without packing
+        pos = {"position_ids": position_ids} if position_ids is not None else {}
+        hidden = decoder(
+            input_ids=input_ids, attention_mask=attention_mask, use_cache=False, **pos
         ).last_hidden_state
         picked = hidden.reshape(-1, hidden.shape[-1])[src]
-        return target_logps(picked, causal.lm_head, tgt)
+        softcap = logit_softcap(self.lm)
+        if softcap:  # Gemma 2: logits = c * tanh(logits / c), on the plain path
+            logits = torch.tanh(head(picked).float() / softcap) * softcap
+            return -F.cross_entropy(logits, tgt, reduction="none")
+        return target_logps(picked, head, tgt)
 
 
 def seq_logps(net: nn.Module, batch: dict) -> torch.Tensor:

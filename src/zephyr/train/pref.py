@@ -15,12 +15,14 @@ margin is 0, shows 0.0 like TRL), mean margin, mean chosen and rejected rewards 
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from functools import partial
 from pathlib import Path
 
 import torch
 
+from zephyr.arch import takes_position_ids
 from zephyr.errors import ZephyrError
 from zephyr.io import sha256_json
 from zephyr.train import refcache
@@ -100,6 +102,8 @@ def train_pref(
     acc = make_accelerator(precision, cfg, out_dir)
     device, world, rank = acc.device, acc.num_processes, acc.process_index
     lm, tok = load_policy(model, cfg, seed, precision, acc)
+    if cfg.prefix_sharing and not takes_position_ids(lm):  # ALiBi (Bloom): positions cannot restart
+        cfg = dataclasses.replace(cfg, prefix_sharing=False)
     pad = tok.pad_token_id
 
     # ---- data: pairs (truncated-away pairs dropped and counted) ----

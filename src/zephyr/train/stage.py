@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.errors import ZephyrError
 from zephyr.train.config import PrefConfig, SFTConfig
@@ -61,6 +62,7 @@ def start_model(ctx, cfg: PrefConfig) -> str:
     return ctx.recipe.model
 
 
+@recipe_template
 def run_sft(ctx) -> None:
     from zephyr.train.sft import train_sft
 
@@ -76,6 +78,7 @@ def run_sft(ctx) -> None:
     )
 
 
+@recipe_template
 def run_dpo(ctx) -> None:
     from zephyr.train.pref import train_pref
 
@@ -95,6 +98,7 @@ def run_dpo(ctx) -> None:
     )
 
 
+@recipe_template
 def run_kto(ctx) -> None:
     from zephyr.train.pref import train_pref
 
