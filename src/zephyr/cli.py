@@ -37,7 +37,9 @@ def pipeline(
     stages: Annotated[
         str | None, typer.Option(help="Comma-separated stages to run (default: all in the recipe)")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Rerun stages even when finished")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Run every stage afresh in an emptied directory (no resume)")
+    ] = False,
     data_root: Annotated[
         str | None, typer.Option(help="Folder laid out like ../shared/data")
     ] = None,
@@ -46,6 +48,10 @@ def pipeline(
     ] = None,
     model: Annotated[
         str | None, typer.Option(help="Base model spec (default: the recipe's `model`)")
+    ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any recipe key: dotted.key=YAML value, repeatable"),
     ] = None,
 ) -> None:
     """Run the stages a recipe names; finished stages are skipped on a rerun."""
@@ -59,6 +65,7 @@ def pipeline(
         only=only,
         force=force,
         overrides={"data_root": data_root, "out": out, "model": model},
+        sets=set_,
     )
     for name, d in dirs.items():
         Console().print(f"{name:10s} {d}")
