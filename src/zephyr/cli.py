@@ -71,6 +71,32 @@ def pipeline(
         Console().print(f"{name:10s} {d}")
 
 
+@app.command()
+def study(
+    recipe: Annotated[Path, typer.Argument(help="Study recipe YAML, e.g. recipes/study.yaml")],
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Print the variants, their stages, what is shared, and a time estimate"),
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any recipe key: dotted.key=YAML value, repeatable"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Run every stage afresh in an emptied directory (once per study)")
+    ] = False,
+    tokens_per_s: Annotated[
+        float | None, typer.Option(help="--dry-run: SFT training tokens/s to assume (default 125)")
+    ] = None,
+) -> None:
+    """Run a recipe's variants one after another (shared stages once), then one report."""
+    from zephyr.study import run_study
+
+    out = run_study(recipe, sets=set_, force=force, dry_run=dry_run, tokens_per_s=tokens_per_s)
+    if out is not None:
+        Console().print(f"study: {out}")
+
+
 def _register_stages() -> None:
     from zephyr.data import cli as data_cli
     from zephyr.eval import cli as eval_cli

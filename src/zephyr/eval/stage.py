@@ -20,6 +20,7 @@ from typing import Any
 from zephyr.config import from_dict
 from zephyr.errors import ZephyrError
 from zephyr.io import read_json, sha256_json, write_json
+from zephyr.rundir import LOCK_NAME
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SPEED_PROMPT = "Explain step by step why the sum of the angles of a triangle is 180 degrees."
@@ -163,6 +164,26 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
     return opts
 
 
+def evaluate_shared(
+    label: str,
+    spec: str,
+    sec: EvalSection,
+    opts: dict,
+    data_dir: Path,
+    seed: int,
+    log_dir: Path,
+    console: Any,
+    cache: Path | None,
+) -> dict:
+    """evaluate_model, through the run directory's cache of (model, task) results when given."""
+    if cache is None:
+        console.print(f"[bold]{label}[/] ← {spec}")
+        return evaluate_model(label, spec, sec, opts, data_dir, seed, log_dir, console)
+    from zephyr.eval.cache import evaluate_cached
+
+    return evaluate_cached(label, spec, sec, opts, data_dir, seed, log_dir, console, cache)
+
+
 def evaluate_model(
     label: str,
     spec: str,
@@ -248,14 +269,18 @@ def run(ctx: Any) -> None:
     done = partial.get("models", {}) if partial.get("key") == key else {}
     results: dict[str, Any] = {"models": {}}
     t0 = time.perf_counter()
+    # inside a pipeline's run directory (it holds the lock), (model, task) results are shared
+    # across the run's eval stages: each base model's M0 is scored once per study
+    cache = ctx.out_dir.parent / "eval-cache"
+    if not (ctx.out_dir.parent / LOCK_NAME).exists():
+        cache = None
     for label, spec in models.items():
         if label in done:
             ctx.console.print(f"[green]✓[/] {label}: evaluated earlier, kept")
             results["models"][label] = done[label]
             continue
-        ctx.console.print(f"[bold]{label}[/] ← {spec}")
-        results["models"][label] = evaluate_model(
-            label, spec, sec, opts, data_dir, seed, ctx.out_dir / "logs", ctx.console
+        results["models"][label] = evaluate_shared(
+            label, spec, sec, opts, data_dir, seed, ctx.out_dir / "logs", ctx.console, cache
         )
         write_json(partial_path, {"key": key, "models": results["models"]})
     results["settings"] = {
