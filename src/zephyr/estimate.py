@@ -4,6 +4,7 @@ rough figures for SmolLM2-135M in fp32 on a 2-core CPU (docs/pipeline.md), scale
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +20,7 @@ EVAL_S_PER_ITEM = {
     "hellaswag": 1.0,
     "arc_challenge": 0.35,
     "arc_easy": 0.35,
-    "mmlu": 1.5,  # 5-shot prompts
+    "mmlu": 0.4,  # 0-shot; k-shot prompts cost (1 + k) / 2 times as much
     "mcqa_letter": 0.4,
     "reward_accuracy": 1.4,  # policy and reference on both answers
     "synthetic": 3.0,
@@ -28,6 +29,8 @@ EVAL_S_PER_ITEM = {
     "wikitext": 35.0,
 }
 DEFAULT_S_PER_ITEM = 2.0
+FEWSHOT_DEFAULT = {"mmlu": 5}  # tasks whose default prompt has examples (num_fewshot: null)
+GEN_TOKENS = {"gsm8k": 256}  # generation tasks: the figure above at this many new tokens
 MODEL_SCALE = {"smollm2-135m": 1.0, "gemma3-270m": 2.0}  # Gemma: 262k-vocab head ~ doubles a token
 DATA_STAGE_S = 180.0
 LABELS = {"sft": "M1", "dpo": "M2", "kto": "M2-kto"}
@@ -80,9 +83,18 @@ def eval_seconds_per_model(st: PlannedStage) -> float:
     sec: dict[str, Any] = st.ctx.section or {}
     limit, limits = sec.get("limit", 50), sec.get("limits") or {}
     total = 0.0
+    options = sec.get("options") or {}
     for task in sec.get("tasks") or []:
         n = limits.get(task, limit) or 1000
-        total += n * EVAL_S_PER_ITEM.get(task, DEFAULT_S_PER_ITEM)
+        s = EVAL_S_PER_ITEM.get(task, DEFAULT_S_PER_ITEM)
+        if task in GEN_TOKENS:  # decoding time grows with the tokens generated
+            s *= (options.get(task) or {}).get("max_new_tokens", GEN_TOKENS[task]) / GEN_TOKENS[
+                task
+            ]
+        if task in FEWSHOT_DEFAULT:
+            k = sec.get("num_fewshot")
+            s *= max(1.0, (1 + (FEWSHOT_DEFAULT[task] if k is None else k)) / 2)
+        total += n * s
     return total * MODEL_SCALE.get(st.ctx.recipe.model, 1.0)
 
 
@@ -99,14 +111,13 @@ def print_plan(
 ) -> float:
     """Print each variant's stages (runs / shared / done) with estimates; return the total seconds."""
     tps = tokens_per_s or SFT_TOKENS_PER_S
+    say = functools.partial(console.print, soft_wrap=True)  # long lines stay whole (copy-paste)
     first: dict[Path, str] = {}  # stage dir -> the variant that runs it
     scored: set[str] = set()  # eval models already counted (shared through the eval cache)
     total = 0.0
-    console.print(
-        f"study '{base.name}': {len(variants)} variants, run directory {base.out}/{base.name}"
-    )
+    say(f"study '{base.name}': {len(variants)} variants, run directory {base.out}/{base.name}")
     for i, v in enumerate(variants, 1):
-        console.print(f"\n[bold]{i}. {v.name}[/]  (model {v.recipe.model})")
+        say(f"\n[bold]{i}. {v.name}[/]  (model {v.recipe.model})")
         stages = plans[v.name]
         data = next((s for s in stages if s.name == "data"), None)
         vtotal = 0.0
@@ -120,19 +131,17 @@ def print_plan(
                 first[st.out_dir] = v.name
                 state, s, why = "runs", *_estimate(st, data, tps, scored)
             vtotal += s
-            console.print(
-                f"   {st.name:9s} {tag:22s} {state:28s} {_fmt(s) if s else '':>8s}  {why}"
-            )
-        console.print(f"   variant total ~{_fmt(vtotal)}")
+            say(f"   {st.name:9s} {tag:22s} {state:28s} {_fmt(s) if s else '':>8s}  {why}")
+        say(f"   variant total ~{_fmt(vtotal)}")
         total += vtotal
     shared = [d for d in first if sum(d in {s.out_dir for s in p} for p in plans.values()) > 1]
-    console.print(f"\nshared stage directories: {', '.join(d.name for d in shared) or 'none'}")
-    console.print(f"estimated total: ~{_fmt(total)}  (+ the report)")
-    console.print(
+    say(f"\nshared stage directories: {', '.join(d.name for d in shared) or 'none'}")
+    say(f"estimated total: ~{_fmt(total)}  (+ the report)")
+    say(
         f"assumptions: training costs rows x epochs x max_seq_len tokens (an upper bound: a batch is "
         f"padded to its longest row) at {tps:g} tokens/s (SFT, fp32, 2 cores; DPO x{DPO_FACTOR:.2f}: "
         f"two answers per pair + the cached reference pass); eval seconds per item per model "
-        f"{EVAL_S_PER_ITEM}; per-model scale {MODEL_SCALE}; data stage {DATA_STAGE_S:g} s; "
+        f"{EVAL_S_PER_ITEM} (gsm8k at {GEN_TOKENS['gsm8k']} new tokens, scaled by max_new_tokens); per-model scale {MODEL_SCALE}; data stage {DATA_STAGE_S:g} s; "
         "each base model's M0 and each shared model are scored once (the run's eval cache)"
     )
     return total
