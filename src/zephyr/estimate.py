@@ -1,6 +1,6 @@
 """`zephyr study --dry-run`: the plan (variants, their stages, which stage directories are shared)
 and a time estimate from the recipe's sizes. The rates are assumptions, printed with the plan:
-rough figures for SmolLM2-135M in fp32 on a 2-core CPU (docs/pipeline.md), scaled per model."""
+rough figures for SmolLM2-135M in fp32 on a 2-core CPU (README, The study), scaled per model."""
 
 from __future__ import annotations
 
