@@ -211,3 +211,41 @@ def test_the_eval_cache_scores_each_model_and_task_once(monkeypatch, tmp_path: P
     (base / "config.json").write_text('{"changed": 1}')  # another model: everything again
     cache.evaluate_cached("M0", str(base), sec, *args)
     assert calls[-1] == ("M0", ["hellaswag", "reward_accuracy"])
+
+
+def test_a_real_study_on_the_tiny_model_shares_data_and_m0(tiny_model, shared_data, tmp_path):
+    """The real data, sft and eval stages: two schedules, one data dir, M0 scored once, one report."""
+    import json
+
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "model": str(tiny_model),
+                "out": str(tmp_path / "runs"),
+                "data_root": str(shared_data),
+                "stages": ["data", "sft", "eval"],
+                "data": {
+                    "synth": {"n_per_family": 3, "test_n_per_family": 1},
+                    "decontam": {"against": []},
+                    "sft": [{"source": "synth"}],
+                    "mcqa": [{"source": "synth"}],
+                    "val_fraction": 0.2,
+                },
+                "sft": {"max_steps": 1, "micro_batch": 2, "max_seq_len": 64, "max_val": 2},
+                "eval": {"tasks": ["mcqa_letter"], "limit": 2, "speed_tokens": 0},
+                "variants": [{"name": "cosine"}, {"name": "constant", "sft.schedule": "constant"}],
+            }
+        )
+    )
+    out = study.run_study(path, console=Console(quiet=True))
+    root = tmp_path / "runs" / "tiny"
+    assert len(list(root.glob("data-*"))) == 1 and len(list(root.glob("sft-*"))) == 2
+    evals = sorted(root.glob("eval-*/results.json"), key=lambda p: p.stat().st_mtime)
+    first, second = (json.loads(p.read_text())["models"] for p in evals)
+    assert "shared" not in first["M0"] and second["M0"]["shared"] == {
+        "mcqa_letter": str(evals[0].parent / "logs" / "M0")
+    }, "the second variant's M0 comes from the eval cache"
+    assert second["M0"]["tasks"] == first["M0"]["tasks"]
+    assert (out / "report.html").is_file() and (out / "study.json").is_file()

@@ -17,12 +17,12 @@ from zephyr.fingerprint import model_fingerprint, path_fingerprint
 from zephyr.io import read_json, sha256_file, sha256_json, write_json
 
 CODE = Path(__file__).resolve().parent  # zephyr/eval: tasks, engine, scoring
+NOT_SCORING = ("report", "cli")  # report*.py, cli.py: presentation, not scores
 
 
 def code_hash() -> str:
-    return sha256_json(
-        {str(p.relative_to(CODE)): sha256_file(p) for p in sorted(CODE.rglob("*.py"))}
-    )
+    files = [p for p in sorted(CODE.rglob("*.py")) if not p.name.startswith(NOT_SCORING)]
+    return sha256_json({str(p.relative_to(CODE)): sha256_file(p) for p in files})
 
 
 def _identity(value: Any) -> Any:
