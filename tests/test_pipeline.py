@@ -235,3 +235,20 @@ def test_stage_key_follows_a_local_model_dirs_contents(recipe, tmp_path: Path):
     third = pipeline.run_pipeline(recipe, overrides={"model": str(model)})
     assert third["sft"] not in (first["sft"], second["sft"]), "retrained weights, new key"
     assert CALLS == ["data", "sft", "sft", "sft"]
+
+
+def test_train_force_with_data_and_out_starts_in_an_empty_dir(tmp_path: Path, monkeypatch):
+    import zephyr.train.sft as sft_module
+    from zephyr.train.cli import train_command
+
+    out = tmp_path / "sft-out"
+    (out / "model").mkdir(parents=True)
+    (out / "metrics.jsonl").write_text('{"step": 9, "loss": 1.0}\n')  # a finished earlier run
+    seen = []
+    monkeypatch.setattr(
+        sft_module,
+        "train_sft",
+        lambda cfg, spec, data, o, seed, console: seen.append(sorted(o.iterdir())),
+    )
+    train_command("sft", None, tmp_path, out, "smollm2-135m", [], resume=False, force=True)
+    assert seen == [[]], "--force must not keep the old run's files"

@@ -46,8 +46,6 @@ def train_command(
     resume: bool,
     force: bool,
 ) -> None:
-    import shutil
-
     from rich.console import Console
 
     from zephyr.config import load_yaml
@@ -82,13 +80,14 @@ def train_command(
             {**raw.get(k, {}), **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
         )
     ckpts = out / "checkpoints"
-    if ckpts.exists() and any(ckpts.glob("step-*")):
-        if force:
-            shutil.rmtree(out)
-        elif not resume:
-            raise ZephyrError(
-                f"{out} already holds checkpoints; pass --resume to continue that run or --force to start over"
-            )
+    if force and out.exists():
+        from zephyr.rundir import fresh_dir
+
+        fresh_dir(out)  # a fresh run: nothing of the old one (checkpoints, metrics) is kept
+    elif ckpts.exists() and any(ckpts.glob("step-*")) and not resume:
+        raise ZephyrError(
+            f"{out} already holds checkpoints; pass --resume to continue that run or --force to start over"
+        )
     from zephyr.train.stage import section
 
     seed_default = load_yaml(recipe).get("seed", 0) if recipe else 0
