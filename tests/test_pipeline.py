@@ -139,6 +139,7 @@ TYPOS = {
     "kto": ({"bta": 0.1}, "unknown key 'bta'.*did you mean 'beta'"),
     "quantize": ({"methds": ["int8"]}, "unknown key 'methds'.*did you mean 'methods'"),
     "eval": ({"limit": "all"}, "eval.limit must be int"),
+    "eval-task": ({"tasks": ["hellaswag", "gms8k"]}, "unknown task 'gms8k'"),
     "report": ({"titel": "x"}, "unknown key 'titel'.*did you mean 'title'"),
 }
 
@@ -147,7 +148,8 @@ TYPOS = {
 def test_each_stage_section_is_type_checked_at_load(tmp_path: Path, stage: str):
     section, message = TYPOS[stage]
     path = tmp_path / "r.yaml"
-    path.write_text(yaml.safe_dump({"stages": list(pipeline.STAGES), stage: section}))
+    key = stage.split("-")[0]
+    path.write_text(yaml.safe_dump({"stages": list(pipeline.STAGES), key: section}))
     with pytest.raises(ZephyrError, match=message):
         pipeline.load_recipe(path)
 

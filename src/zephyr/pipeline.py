@@ -108,7 +108,7 @@ SECTIONS: dict[str, str] = {
     "dpo": "zephyr.train.config:PrefConfig",
     "kto": "zephyr.train.config:PrefConfig",
     "quantize": "zephyr.quantize.stage:QuantizeSection",
-    "eval": "zephyr.eval.stage:EvalSection",
+    "eval": "zephyr.eval.stage:parse_section",
     "report": "zephyr.eval.stage:ReportSection",
 }
 KEY_ALIASES = {"from": "start"}  # YAML keys that are Python keywords -> their dataclass field

@@ -53,6 +53,22 @@ class ReportSection:
     plots: bool = True
 
 
+def parse_section(section: dict, where: str = "eval") -> EvalSection:
+    """The eval section typed, its task names and per-task keys checked (the pipeline calls this
+    when a recipe loads, so a misspelt task fails before any training)."""
+    from zephyr.eval.run import parse_tasks
+
+    sec = from_dict(EvalSection, section, where)
+    parse_tasks(sec.tasks)
+    for what, mapping in (("limits", sec.limits), ("options", sec.options)):
+        stray = [t for t in mapping if t not in sec.tasks]
+        if stray:
+            raise ZephyrError(
+                f"eval.{what} names task '{stray[0]}', which is not in eval.tasks; add it there or drop it"
+            )
+    return sec
+
+
 # ---------------------------------------------------------------------------- models
 def find_models(ctx: Any) -> dict[str, str]:
     """label -> model spec, in report order: M0, M1, M2, M2-kto, then quantized artifacts."""
@@ -235,16 +251,8 @@ def evaluate_model(
 def run(ctx: Any) -> None:
     """The eval stage: all models, same tasks and items -> results.json."""
     from zephyr import provenance
-    from zephyr.eval.run import parse_tasks
 
-    sec = from_dict(EvalSection, ctx.section, "eval")
-    parse_tasks(sec.tasks)
-    for what, mapping in (("limits", sec.limits), ("options", sec.options)):
-        stray = [t for t in mapping if t not in sec.tasks]
-        if stray:
-            raise ZephyrError(
-                f"eval.{what} names task '{stray[0]}', which is not in eval.tasks; add it there or drop it"
-            )
+    sec = parse_section(ctx.section)
     data_dir = ctx.path(sec.data_dir) if sec.data_dir else ctx.data_root
     seed = ctx.recipe.seed
     models = find_models(ctx)
