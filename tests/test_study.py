@@ -128,6 +128,18 @@ def test_dry_run_from_the_command_line(recipe):
     assert "x 4 ep x" in res.output and CALLS == []
 
 
+def test_pipeline_dry_run_plans_a_plain_recipe(recipe):
+    from zephyr.cli import app
+
+    raw = yaml.safe_load(recipe.read_text())
+    raw.pop("variants")
+    plain = recipe.with_name("plain.yaml")
+    plain.write_text(yaml.safe_dump(raw))
+    res = CliRunner().invoke(app, ["pipeline", str(plain), "--dry-run", "--set", "sft.epochs=3"])
+    assert res.exit_code == 0, res.output
+    assert "1. s" in res.output and "19 rows x 3 ep x 64 tok" in res.output and CALLS == []
+
+
 def test_set_applies_to_every_variant_and_wins(recipe):
     _, variants = study.load_study(recipe, sets=["sft.schedule=cosine", "sft.lr=0.01"])
     assert [v.recipe.sft["schedule"] for v in variants] == ["cosine"] * 3, "the command line wins"

@@ -53,6 +53,9 @@ def pipeline(
         list[str] | None,
         typer.Option("--set", help="Override any recipe key: dotted.key=YAML value, repeatable"),
     ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the stages (runs / done) and a time estimate; run nothing")
+    ] = False,
 ) -> None:
     """Run the stages a recipe names; finished stages are skipped on a rerun."""
     from zephyr.pipeline import run_pipeline
@@ -60,6 +63,11 @@ def pipeline(
     only = [s.strip() for s in stages.split(",")] if stages else None
     if data_root:  # a command-line path is relative to the current directory, not the recipe
         data_root = str(Path(data_root).expanduser().resolve())
+    if dry_run:
+        from zephyr.study import print_pipeline_plan
+
+        print_pipeline_plan(recipe, {"data_root": data_root, "out": out, "model": model}, set_)
+        return
     dirs = run_pipeline(
         recipe,
         only=only,

@@ -79,6 +79,22 @@ def load_study(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe,
     return base, out
 
 
+def print_pipeline_plan(
+    path: str | Path,
+    overrides: dict[str, Any],
+    sets: list[str] | None,
+    console: Console | None = None,
+) -> None:
+    """`zephyr pipeline --dry-run`: the plan of a plain recipe, as a study of one variant."""
+    from zephyr import estimate
+    from zephyr.pipeline import load_recipe
+
+    console = console or Console()
+    recipe = load_recipe(path, overrides, sets)
+    stages = plan(recipe, Path(path).resolve().parent, console)
+    estimate.print_plan(recipe, [Variant(recipe.name, recipe, {})], {recipe.name: stages}, console)
+
+
 def plan_study(
     variants: list[Variant], recipe_dir: Path, console: Console
 ) -> dict[str, list[PlannedStage]]:
