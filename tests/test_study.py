@@ -114,7 +114,7 @@ def test_dry_run_prints_the_plan_and_runs_nothing(recipe):
     assert "shared with 'A'" in text  # B's data dir
     assert "estimated total" in text and "tokens/s" in text
     assert (
-        "19 rows x 2 ep x 64 tok" in text
+        "19 (from caps) rows x 2 ep x 64 tok" in text
     )  # cap 20, 5% validation  # the sft size the estimate used
     assert "2 of 2 models to score (M0, M1)" in text and "1 of 2 models to score (M1)" in text
     assert "shared stage directories: data-" in text
@@ -137,7 +137,7 @@ def test_pipeline_dry_run_plans_a_plain_recipe(recipe):
     plain.write_text(yaml.safe_dump(raw))
     res = CliRunner().invoke(app, ["pipeline", str(plain), "--dry-run", "--set", "sft.epochs=3"])
     assert res.exit_code == 0, res.output
-    assert "1. s" in res.output and "19 rows x 3 ep x 64 tok" in res.output and CALLS == []
+    assert "1. s" in res.output and "19 (from caps) rows x 3 ep x 64 tok" in res.output and CALLS == []
 
 
 def test_set_applies_to_every_variant_and_wins(recipe):

@@ -10,6 +10,7 @@ from typing import Any
 
 from rich.console import Console
 
+from zephyr.data.synth import FAMILIES
 from zephyr.pipeline import PlannedStage, Recipe
 
 SFT_TOKENS_PER_S = 125.0  # SFT fwd+bwd, fp32, 2 cores: 110-140 tokens/s for SmolLM2-135M
@@ -40,14 +41,22 @@ def _count(path: Path) -> int | None:
     return sum(1 for _ in path.open(encoding="utf-8")) if path.is_file() else None
 
 
-def rows(recipe: Recipe, kind: str, data: PlannedStage | None) -> tuple[int, bool]:
-    """Training rows of a kind: counted when the data stage has run, else from the caps
-    (an uncapped source counts 0 and marks the figure as a lower bound)."""
+def rows(recipe: Recipe, kind: str, data: PlannedStage | None) -> tuple[int | None, bool]:
+    """Training rows of a kind: counted when the data stage has run, else from the caps (synth
+    uncapped: n_per_family x families); None when an uncapped source makes it unknown."""
     if data is not None and (n := _count(data.out_dir / f"{kind}_train.jsonl")) is not None:
         return n, True
-    caps = [s.get("cap") for s in (recipe.data.get(kind) or [])]
-    val = float(recipe.data.get("val_fraction", 0.05))
-    return int(sum(c or 0 for c in caps) * (1 - val)), None not in caps
+    total = 0
+    for src in recipe.data.get(kind) or []:
+        cap = src.get("cap")
+        if src.get("source") == "synth":
+            synth = recipe.data.get("synth") or {}
+            made = int(synth.get("n_per_family", 200)) * len(synth.get("families") or FAMILIES)
+            cap = made if cap is None else min(cap, made)
+        if cap is None:
+            return None, False
+        total += cap
+    return int(total * (1 - float(recipe.data.get("val_fraction", 0.05)))), False
 
 
 def train_seconds(st: PlannedStage, data: PlannedStage | None, tps: float) -> tuple[float, str]:
@@ -55,7 +64,9 @@ def train_seconds(st: PlannedStage, data: PlannedStage | None, tps: float) -> tu
     kind = "sft" if st.name == "sft" else "pref"
     n, exact = rows(st.ctx.recipe, kind, data)
     if sec.get("max_train"):
-        n = min(n, int(sec["max_train"]))
+        n = int(sec["max_train"]) if n is None else min(n, int(sec["max_train"]))
+    if n is None:
+        return 0.0, "rows unknown (an uncapped source): not estimated"
     epochs = float(sec.get("epochs", 1.0))
     if sec.get("max_steps"):
         n, epochs = (
@@ -66,7 +77,7 @@ def train_seconds(st: PlannedStage, data: PlannedStage | None, tps: float) -> tu
     factor = 1.0 if kind == "sft" else DPO_FACTOR
     scale = MODEL_SCALE.get(st.ctx.recipe.model, 1.0)
     s = n * epochs * seq * factor * scale / tps
-    return s, f"{n}{'' if exact else '+?'} rows x {epochs:g} ep x {seq} tok"
+    return s, f"{n}{'' if exact else ' (from caps)'} rows x {epochs:g} ep x {seq} tok"
 
 
 def eval_models(st: PlannedStage) -> list[tuple[str, str]]:
