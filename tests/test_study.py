@@ -137,7 +137,9 @@ def test_pipeline_dry_run_plans_a_plain_recipe(recipe):
     plain.write_text(yaml.safe_dump(raw))
     res = CliRunner().invoke(app, ["pipeline", str(plain), "--dry-run", "--set", "sft.epochs=3"])
     assert res.exit_code == 0, res.output
-    assert "1. s" in res.output and "19 (from caps) rows x 3 ep x 64 tok" in res.output and CALLS == []
+    assert (
+        "1. s" in res.output and "19 (from caps) rows x 3 ep x 64 tok" in res.output and CALLS == []
+    )
 
 
 def test_set_applies_to_every_variant_and_wins(recipe):
@@ -261,3 +263,18 @@ def test_a_real_study_on_the_tiny_model_shares_data_and_m0(tiny_model, shared_da
     }, "the second variant's M0 comes from the eval cache"
     assert second["M0"]["tasks"] == first["M0"]["tasks"]
     assert (out / "report.html").is_file() and (out / "study.json").is_file()
+    console = Console(record=True, width=300)
+    study.run_study(path, dry_run=True, console=console)
+    text = console.export_text()
+    assert text.count(" done ") == 6 and "shared with" not in text  # 3 stages x 2 variants
+    assert "estimated total: ~0 min" in text
+
+
+def test_row_tokens_measures_built_rows(tmp_path: Path):
+    from zephyr import estimate
+
+    f = tmp_path / "sft_train.jsonl"
+    f.write_text(("x" * 399 + "\n") * 10)  # 400 chars a line
+    assert estimate.row_tokens(f) == pytest.approx(
+        400 / estimate.CHARS_PER_TOKEN * estimate.PAD_FACTOR
+    )

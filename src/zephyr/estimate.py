@@ -34,11 +34,25 @@ FEWSHOT_DEFAULT = {"mmlu": 5}  # tasks whose default prompt has examples (num_fe
 GEN_TOKENS = {"gsm8k": 256}  # generation tasks: the figure above at this many new tokens
 MODEL_SCALE = {"smollm2-135m": 1.0, "gemma3-270m": 2.0}  # Gemma: 262k-vocab head ~ doubles a token
 DATA_STAGE_S = 180.0
+CHARS_PER_TOKEN = 4.0  # English text and code, SmolLM2's tokenizer (rough)
+PAD_FACTOR = 1.3  # a batch is padded to its longest row
 LABELS = {"sft": "M1", "dpo": "M2", "kto": "M2-kto"}
 
 
 def _count(path: Path) -> int | None:
     return sum(1 for _ in path.open(encoding="utf-8")) if path.is_file() else None
+
+
+def row_tokens(path: Path, sample: int = 2000) -> float | None:
+    """Mean tokens per row of a built file, padded like a batch: (JSON line chars / CHARS_PER_TOKEN)
+    x PAD_FACTOR. Rough: the line includes keys and escapes, the template adds a few tokens."""
+    lengths = []
+    with path.open(encoding="utf-8") as f:
+        for i, line in enumerate(f):
+            if i >= sample:
+                break
+            lengths.append(len(line))
+    return sum(lengths) / len(lengths) / CHARS_PER_TOKEN * PAD_FACTOR if lengths else None
 
 
 def rows(recipe: Recipe, kind: str, data: PlannedStage | None) -> tuple[int | None, bool]:
@@ -75,6 +89,9 @@ def train_seconds(st: PlannedStage, data: PlannedStage | None, tps: float) -> tu
         )
     seq = int(sec.get("max_seq_len", 512))
     factor = 1.0 if kind == "sft" else DPO_FACTOR
+    if exact and (measured := row_tokens(data.out_dir / f"{kind}_train.jsonl")):
+        seq = min(seq, round(measured))  # the data is built: its rows' length, not the maximum
+        factor = 1.0 if kind == "sft" else DPO_FACTOR / 2  # a pair's line holds both answers
     scale = MODEL_SCALE.get(st.ctx.recipe.model, 1.0)
     s = n * epochs * seq * factor * scale / tps
     return s, f"{n}{'' if exact else ' (from caps)'} rows x {epochs:g} ep x {seq} tok"
@@ -149,8 +166,9 @@ def print_plan(
     say(f"\nshared stage directories: {', '.join(d.name for d in shared) or 'none'}")
     say(f"estimated total: ~{_fmt(total)}  (+ the report)")
     say(
-        f"assumptions: training costs rows x epochs x max_seq_len tokens (an upper bound: a batch is "
-        f"padded to its longest row) at {tps:g} tokens/s (SFT, fp32, 2 cores; DPO x{DPO_FACTOR:.2f}: "
+        f"assumptions: training costs rows x epochs x max_seq_len tokens (an upper bound; once the "
+        f"data stage has run, its rows' mean length / {CHARS_PER_TOKEN:g} chars per token x "
+        f"{PAD_FACTOR:g} padding instead) at {tps:g} tokens/s (SFT, fp32, 2 cores; DPO x{DPO_FACTOR:.2f}: "
         f"two answers per pair + the cached reference pass); eval seconds per item per model "
         f"{EVAL_S_PER_ITEM} (gsm8k at {GEN_TOKENS['gsm8k']} new tokens, scaled by max_new_tokens); per-model scale {MODEL_SCALE}; data stage {DATA_STAGE_S:g} s; "
         "each base model's M0 and each shared model are scored once (the run's eval cache)"

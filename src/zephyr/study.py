@@ -161,6 +161,9 @@ def finish(
             }
         )
     write_json(out / "study.json", record)
+    for v in record["variants"]:  # seconds per stage: of the sitting that finished it
+        parts = [f"{k} {x['seconds']:.0f}s" for k, x in v["stages"].items() if x["seconds"]]
+        console.print(f"{v['name']}: {', '.join(parts)}", soft_wrap=True)
     evals = [(v.name, st.out_dir) for v in variants for st in plans[v.name] if st.name == "eval"]
     if evals:
         write_study_report(base, evals, out)
