@@ -71,7 +71,7 @@ def load_study(path: str | Path, sets: list[str] | None = None) -> tuple[Recipe,
         for key, value in overrides.items():
             set_dotted(vraw, key, value, vwhere)
         for key, value in pairs:
-            if not key.startswith("variants"):
+            if key.split(".")[0] != "variants":
                 set_dotted(vraw, key, value, f"{where} --set")
         recipe = build_recipe(vraw, vwhere)
         recipe.stages = [s for s in recipe.stages if s != "report"]  # one report, for the study
