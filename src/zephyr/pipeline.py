@@ -115,7 +115,7 @@ KEY_ALIASES = {"from": "start"}  # YAML keys that are Python keywords -> their d
 
 # top-level recipe keys a stage's output depends on (hashed into its key); the data stage reads
 # no model, so every base model of a study shares one data directory per mixture
-GLOBALS: tuple[str, ...] = ("seed", "model", "dtype", "data_root")
+GLOBALS: tuple[str, ...] = ("seed", "model", "dtype", "data_root", "chat_template")
 STAGE_GLOBALS: dict[str, tuple[str, ...]] = {"data": ("seed", "data_root")}
 
 
@@ -177,7 +177,8 @@ def stage_key(name: str, recipe: Recipe, upstream: dict[str, str], extra: str = 
     model directory by its contents too), upstream keys and its fingerprint of outside files."""
     section = getattr(recipe, name)
     names = STAGE_GLOBALS.get(name, GLOBALS)
-    globals_ = {k: getattr(recipe, k) for k in names}
+    # a key that is None (or not a Recipe field yet) is left out, so older keys stay valid
+    globals_ = {k: v for k in names if (v := getattr(recipe, k, None)) is not None}
     if "model" in names and (local := model_fingerprint(recipe.model)):
         globals_["model_files"] = local
     return sha256_json(

@@ -65,11 +65,14 @@ def evaluate_cached(
     log_dir: Path,
     console: Any,
     cache_dir: Path,
+    context: dict | None = None,
+    **model_kw: Any,
 ) -> dict:
-    """The eval stage's entry for one model: cached task results reused, the rest evaluated."""
+    """The eval stage's entry for one model: cached task results reused, the rest evaluated.
+    `context` (e.g. the recipe's chat template) joins the key; `model_kw` go to evaluate_model."""
     from zephyr.eval.stage import evaluate_model
 
-    code = code_hash()
+    code = sha256_json([code_hash(), context or {}])
     keys = {t: task_key(spec, t, sec, opts, seed, data_dir, code) for t in sec.tasks}
     meta_key = sha256_json(
         [
@@ -97,6 +100,7 @@ def evaluate_cached(
             seed,
             log_dir,
             console,
+            **model_kw,
         )
         for t in missing:
             write_json(files[t], {"result": entry["tasks"][t], "logs": str(log_dir / label)})

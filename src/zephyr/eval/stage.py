@@ -190,14 +190,20 @@ def evaluate_shared(
     log_dir: Path,
     console: Any,
     cache: Path | None,
+    recipe: Any = None,
 ) -> dict:
     """evaluate_model, through the run directory's cache of (model, task) results when given."""
+    # the recipe's device (where it has one) goes to the model; its chat template into the key
+    kw = {"device": d} if (d := getattr(recipe, "device", None)) else {}
     if cache is None:
         console.print(f"[bold]{label}[/] ← {spec}")
-        return evaluate_model(label, spec, sec, opts, data_dir, seed, log_dir, console)
+        return evaluate_model(label, spec, sec, opts, data_dir, seed, log_dir, console, **kw)
     from zephyr.eval.cache import evaluate_cached
 
-    return evaluate_cached(label, spec, sec, opts, data_dir, seed, log_dir, console, cache)
+    context = {"chat_template": getattr(recipe, "chat_template", None)}
+    return evaluate_cached(
+        label, spec, sec, opts, data_dir, seed, log_dir, console, cache, context, **kw
+    )
 
 
 def evaluate_model(
@@ -288,7 +294,16 @@ def run(ctx: Any) -> None:
             results["models"][label] = done[label]
             continue
         results["models"][label] = evaluate_shared(
-            label, spec, sec, opts, data_dir, seed, ctx.out_dir / "logs", ctx.console, cache
+            label,
+            spec,
+            sec,
+            opts,
+            data_dir,
+            seed,
+            ctx.out_dir / "logs",
+            ctx.console,
+            cache,
+            ctx.recipe,
         )
         write_json(partial_path, {"key": key, "models": results["models"]})
     results["settings"] = {
