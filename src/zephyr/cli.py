@@ -37,7 +37,9 @@ def pipeline(
     stages: Annotated[
         str | None, typer.Option(help="Comma-separated stages to run (default: all in the recipe)")
     ] = None,
-    force: Annotated[bool, typer.Option(help="Rerun stages even when finished")] = False,
+    force: Annotated[
+        bool, typer.Option(help="Run every stage afresh in an emptied directory (no resume)")
+    ] = False,
     data_root: Annotated[
         str | None, typer.Option(help="Folder laid out like ../shared/data")
     ] = None,
@@ -47,6 +49,13 @@ def pipeline(
     model: Annotated[
         str | None, typer.Option(help="Base model spec (default: the recipe's `model`)")
     ] = None,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any recipe key: dotted.key=YAML value, repeatable"),
+    ] = None,
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the stages (runs / done) and a time estimate; run nothing")
+    ] = False,
 ) -> None:
     """Run the stages a recipe names; finished stages are skipped on a rerun."""
     from zephyr.pipeline import run_pipeline
@@ -54,14 +63,46 @@ def pipeline(
     only = [s.strip() for s in stages.split(",")] if stages else None
     if data_root:  # a command-line path is relative to the current directory, not the recipe
         data_root = str(Path(data_root).expanduser().resolve())
+    if dry_run:
+        from zephyr.study import print_pipeline_plan
+
+        print_pipeline_plan(recipe, {"data_root": data_root, "out": out, "model": model}, set_)
+        return
     dirs = run_pipeline(
         recipe,
         only=only,
         force=force,
         overrides={"data_root": data_root, "out": out, "model": model},
+        sets=set_,
     )
     for name, d in dirs.items():
         Console().print(f"{name:10s} {d}")
+
+
+@app.command()
+def study(
+    recipe: Annotated[Path, typer.Argument(help="Study recipe YAML, e.g. recipes/study.yaml")],
+    dry_run: Annotated[
+        bool,
+        typer.Option(help="Print the variants, their stages, what is shared, and a time estimate"),
+    ] = False,
+    set_: Annotated[
+        list[str] | None,
+        typer.Option("--set", help="Override any recipe key: dotted.key=YAML value, repeatable"),
+    ] = None,
+    force: Annotated[
+        bool, typer.Option(help="Run every stage afresh in an emptied directory (once per study)")
+    ] = False,
+    tokens_per_s: Annotated[
+        float | None, typer.Option(help="--dry-run: SFT training tokens/s to assume (default 125)")
+    ] = None,
+) -> None:
+    """Run a recipe's variants one after another (shared stages once), then one report."""
+    from zephyr.study import run_study
+
+    out = run_study(recipe, sets=set_, force=force, dry_run=dry_run, tokens_per_s=tokens_per_s)
+    if out is not None:
+        Console().print(f"study: {out}")
 
 
 def _register_stages() -> None:

@@ -108,3 +108,48 @@ def from_dict(cls: type[T], data: dict | None, where: str) -> T:
 
 def to_dict(obj: Any) -> dict:
     return dataclasses.asdict(obj)
+
+
+def parse_sets(pairs: list[str] | None) -> list[tuple[str, Any]]:
+    """`--set key=value` strings -> (dotted key, YAML-parsed value), e.g. `sft.lr=1e-3`."""
+    out = []
+    for item in pairs or []:
+        key, eq, value = item.partition("=")
+        if not eq or not key.strip():
+            raise ZephyrError(
+                f"--set {item!r} is not key=value; e.g. --set sft.lr=1e-3 or --set data.sft.0.cap=100"
+            )
+        try:
+            out.append((key.strip(), yaml.safe_load(value)))
+        except yaml.YAMLError as e:
+            raise ZephyrError(f"--set {item!r}: the value is not valid YAML ({e})") from None
+    return out
+
+
+def set_dotted(data: dict, key: str, value: Any, where: str) -> None:
+    """data['a']['b'] = value for key 'a.b'; a missing or empty mapping on the way is created, and
+    an integer part indexes a list (`data.sft.0.cap`)."""
+    node: Any = data
+    *parents, leaf = key.split(".")
+    for i, part in enumerate(parents):
+        here = ".".join(parents[: i + 1])
+        if isinstance(node, list):
+            node = node[_index(node, part, here, where)]
+            continue
+        if node.get(part) is None:
+            node[part] = {}
+        node = node[part]
+        if not isinstance(node, dict | list):
+            raise ZephyrError(f"{where}: cannot set '{key}': '{here}' is {node!r}, not a mapping")
+    if isinstance(node, list):
+        node[_index(node, leaf, key, where)] = value
+    else:
+        node[leaf] = value
+
+
+def _index(items: list, part: str, key: str, where: str) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ZephyrError(
+            f"{where}: '{key}' indexes a list of {len(items)} items; use 0..{len(items) - 1}"
+        )
+    return int(part)

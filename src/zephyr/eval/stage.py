@@ -21,6 +21,7 @@ from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.errors import ZephyrError
 from zephyr.io import read_json, sha256_json, write_json
+from zephyr.rundir import LOCK_NAME
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 SPEED_PROMPT = "Explain step by step why the sum of the angles of a triangle is 180 degrees."
@@ -51,6 +52,22 @@ class ReportSection:
         default_factory=lambda: ["mmlu/acc_*"]
     )  # task/metric globs kept out of Table 1
     plots: bool = True
+
+
+def parse_section(section: dict, where: str = "eval") -> EvalSection:
+    """The eval section typed, its task names and per-task keys checked (the pipeline calls this
+    when a recipe loads, so a misspelt task fails before any training)."""
+    from zephyr.eval.run import parse_tasks
+
+    sec = from_dict(EvalSection, section, where)
+    parse_tasks(sec.tasks)
+    for what, mapping in (("limits", sec.limits), ("options", sec.options)):
+        stray = [t for t in mapping if t not in sec.tasks]
+        if stray:
+            raise ZephyrError(
+                f"eval.{what} names task '{stray[0]}', which is not in eval.tasks; add it there or drop it"
+            )
+    return sec
 
 
 # ---------------------------------------------------------------------------- models
@@ -166,6 +183,32 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
     return opts
 
 
+def evaluate_shared(
+    label: str,
+    spec: str,
+    sec: EvalSection,
+    opts: dict,
+    data_dir: Path,
+    seed: int,
+    log_dir: Path,
+    console: Any,
+    cache: Path | None,
+    recipe: Any = None,
+) -> dict:
+    """evaluate_model, through the run directory's cache of (model, task) results when given."""
+    # the recipe's device (where it has one) goes to the model; its chat template into the key
+    kw = {"device": d} if (d := getattr(recipe, "device", None)) else {}
+    if cache is None:
+        console.print(f"[bold]{label}[/] ← {spec}")
+        return evaluate_model(label, spec, sec, opts, data_dir, seed, log_dir, console, **kw)
+    from zephyr.eval.cache import evaluate_cached
+
+    context = {"chat_template": getattr(recipe, "chat_template", None)}
+    return evaluate_cached(
+        label, spec, sec, opts, data_dir, seed, log_dir, console, cache, context, **kw
+    )
+
+
 def evaluate_model(
     label: str,
     spec: str,
@@ -223,16 +266,8 @@ def evaluate_model(
 def run(ctx: Any) -> None:
     """The eval stage: all models, same tasks and items -> results.json."""
     from zephyr import provenance
-    from zephyr.eval.run import parse_tasks
 
-    sec = from_dict(EvalSection, ctx.section, "eval")
-    parse_tasks(sec.tasks)
-    for what, mapping in (("limits", sec.limits), ("options", sec.options)):
-        stray = [t for t in mapping if t not in sec.tasks]
-        if stray:
-            raise ZephyrError(
-                f"eval.{what} names task '{stray[0]}', which is not in eval.tasks; add it there or drop it"
-            )
+    sec = parse_section(ctx.section)
     data_dir = ctx.path(sec.data_dir) if sec.data_dir else ctx.data_root
     seed = ctx.recipe.seed
     models = find_models(ctx)
@@ -257,13 +292,17 @@ def run(ctx: Any) -> None:
     done = partial.get("models", {}) if partial.get("key") == key else {}
     results: dict[str, Any] = {"models": {}}
     t0 = time.perf_counter()
+    # inside a pipeline's run directory (it holds the lock), (model, task) results are shared
+    # across the run's eval stages: each base model's M0 is scored once per study
+    cache = ctx.out_dir.parent / "eval-cache"
+    if not (ctx.out_dir.parent / LOCK_NAME).exists():
+        cache = None
     for label, spec in models.items():
         if label in done:
             ctx.console.print(f"[green]✓[/] {label}: evaluated earlier, kept")
             results["models"][label] = done[label]
             continue
-        ctx.console.print(f"[bold]{label}[/] ← {spec}")
-        results["models"][label] = evaluate_model(
+        results["models"][label] = evaluate_shared(
             label,
             spec,
             sec,
@@ -272,7 +311,8 @@ def run(ctx: Any) -> None:
             seed,
             ctx.out_dir / "logs",
             ctx.console,
-            getattr(ctx.recipe, "device", "auto"),
+            cache,
+            ctx.recipe,
         )
         write_json(partial_path, {"key": key, "models": results["models"]})
     results["settings"] = {

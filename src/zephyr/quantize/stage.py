@@ -13,7 +13,6 @@ from zephyr.config import from_dict
 from zephyr.io import write_json
 from zephyr.pipeline import StageContext
 from zephyr.quantize.compare import CompareConfig, compare_models, print_table
-from zephyr.quantize.methods import QuantizeConfig, config_for, quantize
 
 SOURCES = ("dpo", "kto", "sft")  # the most-trained upstream model wins
 
@@ -54,6 +53,9 @@ def source_model(ctx: StageContext, sec: QuantizeSection) -> str:
 
 @recipe_template
 def run(ctx: StageContext) -> None:
+    # imported here (torch): the pipeline types QuantizeSection when a recipe loads
+    from zephyr.quantize.methods import QuantizeConfig, config_for, quantize
+
     sec = from_dict(QuantizeSection, ctx.section, "quantize")
     src = source_model(ctx, sec)
     ctx.console.print(f"quantizing {src} with {', '.join(sec.methods)}")

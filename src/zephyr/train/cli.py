@@ -48,8 +48,6 @@ def train_command(
     device: str | None = None,
     chat_template: str | None = None,
 ) -> None:
-    import shutil
-
     from rich.console import Console
 
     from zephyr.config import load_yaml
@@ -83,13 +81,14 @@ def train_command(
             {**raw.get(k, {}), **v} if isinstance(v, dict) and isinstance(raw.get(k), dict) else v
         )
     ckpts = out / "checkpoints"
-    if ckpts.exists() and any(ckpts.glob("step-*")):
-        if force:
-            shutil.rmtree(out)
-        elif not resume:
-            raise ZephyrError(
-                f"{out} already holds checkpoints; pass --resume to continue that run or --force to start over"
-            )
+    if force and out.exists():
+        from zephyr.rundir import fresh_dir
+
+        fresh_dir(out)  # a fresh run: nothing of the old one (checkpoints, metrics) is kept
+    elif ckpts.exists() and any(ckpts.glob("step-*")) and not resume:
+        raise ZephyrError(
+            f"{out} already holds checkpoints; pass --resume to continue that run or --force to start over"
+        )
     from zephyr.chat_template import overriding
 
     if chat_template is None and recipe:
