@@ -4,6 +4,7 @@ first-batch DPO loss, and SFT MFU against this machine's own GEMM peak in the dt
     python bench/bench_train.py                 # a few steps each after one warm-up step
     python bench/bench_train.py --steps 6 --batch 8 --seq 256
     python bench/bench_train.py --no-trl        # Zephyr SFT, GEMM peak and MFU only
+    python bench/bench_train.py --fp32          # fp32 even on bf16 hardware (the AVX2 path)
 
 Same data for both (GSM8K train for SFT, HH-RLHF helpful-base for DPO, real mixed-length rows from
 ../shared/data), same LoRA config (r 8, alpha 16, dropout 0.05, all linear projections), same
@@ -150,7 +151,7 @@ def zephyr(kind: str, args) -> dict:
         grad_accum=1,
         max_steps=args.steps + 1,
         max_seq_len=args.seq,
-        bf16=True,
+        bf16=not args.fp32,  # resolved per CPU: bf16 autocast only with bf16 hardware
         merge=False,
         max_val=1,
         schedule="constant",
@@ -246,7 +247,7 @@ def trl(kind: str, args) -> dict:
         logging_steps=1,
         report_to=[],
         save_strategy="no",
-        bf16=bf16_supported(),  # what Zephyr's `bf16: true` resolves to on this CPU
+        bf16=bf16_supported() and not args.fp32,  # what Zephyr's `bf16: true` resolves to here
         use_cpu=True,
         lr_scheduler_type="constant",
         seed=0,
@@ -324,7 +325,7 @@ def run_part(part: str, args) -> dict:
         str(args.rows),
         "--lr",
         str(args.lr),
-    ]
+    ] + (["--fp32"] if args.fp32 else [])
     done = subprocess.run(
         cmd, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"}
     )
@@ -346,6 +347,9 @@ def main() -> None:
         "--ablate", action="store_true", help="also DPO without prefix sharing (2B rows)"
     )
     ap.add_argument("--no-trl", action="store_true", help="Zephyr SFT, peak and MFU only")
+    ap.add_argument(
+        "--fp32", action="store_true", help="fp32 even on bf16 hardware (what AVX2 CPUs run)"
+    )
     ap.add_argument("--part", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.part:
@@ -359,7 +363,7 @@ def main() -> None:
     from zephyr.train.encode import encode_sft
     from zephyr.train.policy import bf16_supported
 
-    bf16 = bf16_supported()
+    bf16 = bf16_supported() and not args.fp32
     dtype = "bfloat16" if bf16 else "float32"
     dims = model_shapes(AutoConfig.from_pretrained(resolve("smollm2-135m")))
     tok = load_tokenizer("smollm2-135m")
@@ -368,13 +372,13 @@ def main() -> None:
     m = args.batch * sum(n for n, _ in rows) // len(rows)
     print(f"CPU: {cpu_name()}, {os.cpu_count()} CPUs, torch threads {torch_threads()}")
     peaks = {}
-    for dt in ("float32", "bfloat16") if bf16 else ("float32",):
+    for dt in ("float32", "bfloat16") if bf16_supported() else ("float32",):
         table = gemm_peak(dt, m, dims)
         peaks[dt] = max(table.values())
         print(f"{dt} GEMM GFLOP/s at the model's shapes: " + ", ".join(
             f"{k} {v:.0f}" for k, v in table.items()))  # fmt: skip
     print(
-        f"bf16 autocast: {'yes (AMX/AVX512-BF16)' if bf16 else 'no (no bf16 hardware): fp32'} for both; "
+        f"bf16 autocast: {'yes (AMX/AVX512-BF16)' if bf16 else 'no: fp32'} for both; "
         f"batch {args.batch}, max length {args.seq}, {args.steps} timed steps after 1 warm-up"
     )
     parts = ["zephyr-sft"] + ([] if args.no_trl else ["trl-sft", "zephyr-dpo", "trl-dpo"])
