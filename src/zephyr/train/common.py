@@ -44,9 +44,8 @@ def load_policy(spec: str, cfg: TrainConfig, seed: int) -> tuple[Any, Any]:
 
     model, tok = load_model(spec, dtype="bfloat16" if use_bf16(cfg) else "float32")
     if use_bf16(cfg) and not torch.cuda.is_available():
-        use_fp32_attention(
-            model
-        )  # CPU bf16 attention backward is ~3x slower than fp32 (attention.py)
+        # CPU bf16 attention backward is ~3x slower than fp32 (attention.py)
+        use_fp32_attention(model)
     torch.manual_seed(seed)
     return add_lora(model, cfg.lora, cfg.gradient_checkpointing), tok
 
