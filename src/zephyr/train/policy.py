@@ -18,11 +18,12 @@ from zephyr.arch import decoder_and_head, logit_softcap
 from zephyr.train.config import LoraSection
 
 
-def bf16_supported() -> bool:
-    """The CPU's bf16 check (kept for callers); devices are decided in zephyr.device."""
+def bf16_supported(cpuinfo: str | None = None) -> bool:
+    """The CPU's bf16 check (kept for callers; devices are decided in zephyr.device).
+    `cpuinfo`: the text of /proc/cpuinfo (read when None; tests pass a fake one)."""
     from zephyr.device import cpu_bf16
 
-    return cpu_bf16()
+    return cpu_bf16(cpuinfo)
 
 
 def autocast(enabled: Any) -> Any:

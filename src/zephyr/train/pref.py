@@ -150,6 +150,7 @@ def train_pref(
             "kl": kl_rows,
             "val_kl": val_kl,
             "bf16": precision.weights_dtype,
+            "attention": lm.get_base_model().config._attn_implementation,
             "shared": cfg.prefix_sharing,
             "batches": first,
             "loss": kto,
