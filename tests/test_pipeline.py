@@ -250,7 +250,7 @@ def test_train_force_with_data_and_out_starts_in_an_empty_dir(tmp_path: Path, mo
     monkeypatch.setattr(
         sft_module,
         "train_sft",
-        lambda cfg, spec, data, o, seed, console: seen.append(sorted(o.iterdir())),
+        lambda cfg, spec, data, o, seed, console, **kw: seen.append(sorted(o.iterdir())),
     )
     train_command("sft", None, tmp_path, out, "smollm2-135m", [], resume=False, force=True)
     assert seen == [[]], "--force must not keep the old run's files"
