@@ -99,7 +99,9 @@ def convert(src: Path, out: Path, outtype: str) -> None:
 def quantize(src: Path, out: Path, quant: str, threads: int | None = None) -> None:
     """llama.cpp's quantizer (`llama_model_quantize`, what `llama-quantize` runs)."""
     import llama_cpp
+    from llama_cpp import _logger
 
+    _logger.set_verbose(False)  # the quantizer's per-tensor log goes nowhere; errors still print
     params = llama_cpp.llama_model_quantize_default_params()
     params.ftype = QUANTS[quant]
     params.nthread = threads or 0  # 0: the number of hardware threads

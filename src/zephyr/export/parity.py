@@ -29,13 +29,11 @@ def gguf_logprobs(
     import llama_cpp
     from llama_cpp import _logger
 
-    from zephyr.tutor.engine_llamacpp import default_threads
+    from zephyr.tutor.engine_llamacpp import default_threads, model_params
 
     _logger.set_verbose(False)
     width = max(len(w) for w in windows)
-    model = llama_cpp.llama_model_load_from_file(
-        str(gguf).encode(), llama_cpp.llama_model_default_params()
-    )
+    model = llama_cpp.llama_model_load_from_file(str(gguf).encode(), model_params(llama_cpp))
     if not model:
         raise ZephyrError(f"llama.cpp could not load {gguf}")
     p = llama_cpp.llama_context_default_params()

@@ -41,6 +41,22 @@ def default_threads() -> int:
     return int(env) if env.isdigit() and int(env) > 0 else len(os.sched_getaffinity(0))
 
 
+def model_params(llama_cpp: Any) -> Any:
+    """llama.cpp model parameters; AMX kernels off on AMX CPUs unless $ZEPHYR_LLAMACPP_AMX=1.
+
+    In llama.cpp as vendored by llama-cpp-python 0.3.36, built natively on an AMX Xeon (KVM),
+    `ggml_backend_amx_mul_mat` segfaults on any multi-token batch of a quantized GGUF; without
+    the extra buffer types the same CPU runs the AVX-512 kernels. f16 does not use them.
+    """
+    params = llama_cpp.llama_model_default_params()
+    amx = (
+        "amx_int8" in Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else False
+    )
+    if amx and os.environ.get("ZEPHYR_LLAMACPP_AMX") != "1":
+        params.use_extra_bufts = False
+    return params
+
+
 @dataclass
 class _Request:
     ids: list[int]
@@ -87,7 +103,7 @@ class LlamaCppEngine:
             raise ZephyrError(f"GGUF file not found: {self.path}")
         llama_cpp.llama_backend_init()
         self.model = llama_cpp.llama_model_load_from_file(
-            str(self.path).encode(), llama_cpp.llama_model_default_params()
+            str(self.path).encode(), model_params(llama_cpp)
         )
         if not self.model:
             raise ZephyrError(f"llama.cpp could not load {self.path}; is it a GGUF model file?")
@@ -103,6 +119,7 @@ class LlamaCppEngine:
         self.cv = threading.Condition()
         self.waiting: collections.deque[_Request] = collections.deque()
         self.closed, self.error = False, None
+        self.peak_seqs = 0  # most sequences one decode step carried (the tests check batching)
         self.thread = threading.Thread(target=self._run, name="zephyr-llamacpp", daemon=True)
         self.thread.start()
 
@@ -224,6 +241,7 @@ class LlamaCppEngine:
                 plan = self._fill(active.values())
                 if not plan:
                     continue
+                self.peak_seqs = max(self.peak_seqs, len({r.seq for r, _ in plan}))
                 rc = self.ll.llama_decode(self.ctx, self.batch)
                 if rc != 0:
                     raise RuntimeError(f"llama_decode returned {rc}")
