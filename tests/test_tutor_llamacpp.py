@@ -99,7 +99,9 @@ def test_cancel_frees_the_sequence(hf, engine):
     msgs = [{"role": "user", "content": "Talk."}]
     result = generate(engine, tok, msgs, params, on_text, cancel=cancel)
     assert result.finish_reason == "cancelled" and result.completion_tokens < 50
-    assert generate(engine, tok, msgs, GenParams(max_tokens=4, temperature=0)).completion_tokens == 4
+    assert (
+        generate(engine, tok, msgs, GenParams(max_tokens=4, temperature=0)).completion_tokens == 4
+    )
     with pytest.raises(ZephyrError, match="context is 512"):
         engine.generate(list(range(600)), GenParams(max_tokens=4))
 
@@ -146,7 +148,7 @@ def test_server_cancel_on_disconnect(server, engine):
         "stream": True,
     }
     with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as s:
-        for n, line in enumerate(s.iter_lines()):
+        for n, _line in enumerate(s.iter_lines()):
             if n > 6:
                 break  # the client goes away mid-answer
     deadline = time.monotonic() + 30
