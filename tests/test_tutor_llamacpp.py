@@ -73,6 +73,19 @@ def test_generate_same_contract_as_hf(hf, engine):
     assert a.text == b.text and a.completion_tokens == 12
 
 
+def test_prompt_cache_reuses_the_shared_prefix(hf, engine):
+    model, tok = hf
+    system = {"role": "system", "content": "You are a careful tutor. " * 8}
+    greedy = GenParams(max_tokens=8, temperature=0)
+    first = [system, {"role": "user", "content": "What is a vector?"}]
+    second = [system, {"role": "user", "content": "What is a scalar?"}]
+    generate(engine, tok, first, greedy)
+    before = engine.reused
+    got = generate(engine, tok, second, greedy)
+    assert engine.reused - before >= 60  # the system turn came from the cache
+    assert got.text == generate(model, tok, second, greedy).text
+
+
 def test_mcqa_same_answers_as_hf(hf, engine):
     model, tok = hf
     items = [{"question": q, "choices": c} for q, c in QUESTIONS]

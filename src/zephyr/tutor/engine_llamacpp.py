@@ -10,7 +10,9 @@ runs one request at a time): each request owns a sequence id of one llama_contex
 the scheduler puts one token of each generating sequence, then prompt chunks of newly admitted
 ones, into a single `llama_decode`, and samples each sequence with its own llama.cpp sampler
 chain. A request that is cancelled, or whose caller found a stop string, leaves the batch at
-the next step and its KV cells are freed. Text goes back through a queue, so the caller's
+the next step. A slot keeps its KV cells after its request ends: the next request that shares
+their prefix (the system prompt, the conversation so far) decodes only the rest, as
+llama-server's prompt cache does. Text goes back through a queue, so the caller's
 thread (not the scheduler) runs the stop strings and the policy's output checks.
 """
 
@@ -69,6 +71,7 @@ class _Request:
     stopped: threading.Event = field(default_factory=threading.Event)
     seq: int = -1
     fed: int = 0  # prompt tokens already in the KV cache
+    kv: list[int] = field(default_factory=list)  # tokens of this sequence in the KV cache
     generated: int = 0
     last: int = -1
     sampler: Any = None
@@ -79,6 +82,15 @@ class _Request:
         if self.cancel is not None and self.cancel.is_set():
             return "cancelled"
         return None
+
+
+def _common(a: list[int], b: list[int]) -> int:
+    """Length of the common prefix of two token lists."""
+    n = min(len(a), len(b))
+    i = 0
+    while i < n and a[i] == b[i]:
+        i += 1
+    return i
 
 
 class LlamaCppEngine:
@@ -120,6 +132,10 @@ class LlamaCppEngine:
         self.waiting: collections.deque[_Request] = collections.deque()
         self.closed, self.error = False, None
         self.peak_seqs = 0  # most sequences one decode step carried (the tests check batching)
+        self.reused = 0  # prompt tokens found in a slot's cache instead of decoded again
+        # per sequence slot: the tokens its KV cells hold, kept after a request ends so the next
+        # one with the same prefix (the system prompt, the conversation so far) skips them
+        self.cached: list[list[int]] = [[] for _ in range(parallel)]
         self.thread = threading.Thread(target=self._run, name="zephyr-llamacpp", daemon=True)
         self.thread.start()
 
@@ -233,7 +249,7 @@ class LlamaCppEngine:
                         break
                     while self.waiting and free:
                         req = self.waiting.popleft()
-                        req.seq, req.sampler = free.pop(), self._sampler(req.params)
+                        self._admit(req, free)
                         active[req.seq] = req
                 for req in list(active.values()):
                     if reason := req.leaving():
@@ -254,6 +270,20 @@ class LlamaCppEngine:
                 for req in [*active.values(), *self.waiting]:
                     req.out.put(("error", self.error))
                 self.waiting.clear()
+
+    def _admit(self, req: _Request, free: list[int]) -> None:
+        """Give `req` the free slot whose cache shares the longest prefix with its prompt.
+
+        llama-server's prompt cache: the cells past the shared prefix are dropped, the prefix
+        is kept, and at least the last prompt token is decoded again for its logits.
+        """
+        seq = max(reversed(free), key=lambda s: _common(self.cached[s], req.ids))
+        free.remove(seq)
+        keep = min(_common(self.cached[seq], req.ids), len(req.ids) - 1)
+        self.ll.llama_memory_seq_rm(self.mem, seq, keep, -1)
+        req.seq, req.fed, req.kv = seq, keep, req.ids[:keep]
+        req.sampler = self._sampler(req.params)
+        self.reused += keep
 
     def _sampler(self, params: GenParams) -> Any:
         """The sampler chain transformers would apply: greedy, or temperature then top-p then draw."""
@@ -281,6 +311,7 @@ class LlamaCppEngine:
                 toks = req.ids[req.fed : req.fed + self.n_batch - n]
                 pos0 = req.fed
                 req.fed += len(toks)
+            req.kv += toks
             for k, tok in enumerate(toks):
                 b.token[n], b.pos[n], b.n_seq_id[n] = tok, pos0 + k, 1
                 b.seq_id[n][0] = req.seq
@@ -320,7 +351,7 @@ class LlamaCppEngine:
         return buf.raw[:n]
 
     def _finish(self, req: _Request, reason: str, active: dict, free: list) -> None:
-        self.ll.llama_memory_seq_rm(self.mem, req.seq, -1, -1)
+        self.cached[req.seq] = req.kv  # its cells stay for the next request with this prefix
         self.ll.llama_sampler_free(req.sampler)
         del active[req.seq]
         free.append(req.seq)
