@@ -133,6 +133,7 @@ class LlamaCppEngine:
         self.closed, self.error = False, None
         self.peak_seqs = 0  # most sequences one decode step carried (the tests check batching)
         self.reused = 0  # prompt tokens found in a slot's cache instead of decoded again
+        self.decode_s = 0.0  # seconds inside llama_decode (the rest of a step is Python)
         # per sequence slot: the tokens its KV cells hold, kept after a request ends so the next
         # one with the same prefix (the system prompt, the conversation so far) skips them
         self.cached: list[list[int]] = [[] for _ in range(parallel)]
@@ -258,7 +259,9 @@ class LlamaCppEngine:
                 if not plan:
                     continue
                 self.peak_seqs = max(self.peak_seqs, len({r.seq for r, _ in plan}))
+                t = time.perf_counter()
                 rc = self.ll.llama_decode(self.ctx, self.batch)
+                self.decode_s += time.perf_counter() - t
                 if rc != 0:
                     raise RuntimeError(f"llama_decode returned {rc}")
                 for req, i in plan:
