@@ -10,7 +10,9 @@ Measured in one run, rounds interleaved so load from other processes hits every 
   else (the floor any server on llama.cpp pays);
 - `zephyr serve --engine llamacpp` (a subprocess, audit log and default policy on, as deployed)
   over loopback, streamed: 1 client, then 4 and 8 concurrent clients;
-- `zephyr serve --engine hf` with one client (transformers `generate`, `--dtype`).
+- `zephyr serve --engine hf` with one client (transformers `generate`, `--dtype`);
+- the engine alone (`LlamaCppEngine.generate` from 1, 4, 8 threads of this process, no HTTP):
+  what batching gives before the server's Python and HTTP share the CPU with it.
 Every side decodes greedily exactly `--tokens` tokens (min = max) after the same chat-template
 ids. Decode tok/s = (tokens - 1) / (last token time - first token time); TTFT = request start to
 first token; aggregate tok/s = all clients' tokens / wall time. Both llama.cpp sides use
@@ -158,6 +160,26 @@ def crowd(url: str, n: int, tokens: int) -> dict:
     }
 
 
+def engine_crowd(engine, tok, n: int, tokens: int) -> dict:
+    """`n` concurrent callers of LlamaCppEngine.generate in this process: no HTTP, no server."""
+    from zephyr.tutor.generate import GenParams, stop_ids
+
+    params = GenParams(max_tokens=tokens, min_tokens=tokens, temperature=0)
+    ids = [chat_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in range(n)]
+    done = [0] * n
+    t0 = time.perf_counter()
+
+    def go(i: int) -> None:
+        done[i] = engine.generate(ids[i], params, stop_ids=stop_ids(tok)).completion_tokens
+
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"tps": sum(done) / (time.perf_counter() - t0)}
+
+
 def start_server(model: str, extra: list[str], env: dict, tmp: Path, name: str):
     port = free_port()
     cmd = [sys.executable, "-c", "from zephyr.cli import main; main()", "serve", model]
@@ -215,7 +237,11 @@ def main() -> None:
     if not args.no_hf:
         hf = ["--engine", "hf", "--dtype", args.dtype]
         servers["hf"] = start_server(args.model, hf, env, tmp, "hf")
-    runs: dict[str, list[dict]] = {k: [] for k in ("plain", "served", "hf", "c4", "c8", "c1")}
+    from zephyr.tutor.engine_llamacpp import LlamaCppEngine
+
+    inproc = LlamaCppEngine(gguf, parallel=8, ctx=2048, threads=threads)
+    keys = ("plain", "served", "hf", "c1", "c4", "c8", "e1", "e4", "e8")
+    runs: dict[str, list[dict]] = {k: [] for k in keys}
     try:
         plain.run(chat_ids(tok, PROMPTS[0]), 8)  # warm-up every side
         for _, url in servers.values():
@@ -230,10 +256,13 @@ def main() -> None:
             runs["c1"].append(crowd(url, 1, args.tokens))
             runs["c4"].append(crowd(url, 4, args.tokens))
             runs["c8"].append(crowd(url, 8, args.tokens))
+            for n in (1, 4, 8):
+                runs[f"e{n}"].append(engine_crowd(inproc, tok, n, args.tokens))
             print(f"round {r + 1}/{args.rounds}: " + "  ".join(
                 f"{k} {v[-1].get('decode_tps', v[-1].get('tps')):.1f}" for k, v in runs.items() if v
             ), flush=True)  # fmt: skip
     finally:
+        inproc.close()
         for proc, _ in servers.values():
             proc.terminate()
             proc.wait(timeout=30)
@@ -242,11 +271,15 @@ def main() -> None:
         "vs_llamacpp_ratio": med(runs["served"], "decode_tps") / med(runs["plain"], "decode_tps"),
         "aggregate4_ratio": med(runs["c4"], "tps") / med(runs["c1"], "tps"),
         "aggregate8_ratio": med(runs["c8"], "tps") / med(runs["c1"], "tps"),
+        "engine_aggregate4_ratio": med(runs["e4"], "tps") / med(runs["e1"], "tps"),
+        "engine_aggregate8_ratio": med(runs["e8"], "tps") / med(runs["e1"], "tps"),
         "plain_tps": med(runs["plain"], "decode_tps"),
         "served_tps": med(runs["served"], "decode_tps"),
         "aggregate1_tps": med(runs["c1"], "tps"),
         "aggregate4_tps": med(runs["c4"], "tps"),
         "aggregate8_tps": med(runs["c8"], "tps"),
+        "engine_aggregate1_tps": med(runs["e1"], "tps"),
+        "engine_aggregate4_tps": med(runs["e4"], "tps"),
         "plain_ttft_ms": med(runs["plain"], "ttft") * 1000,
         "served_ttft_ms": med(runs["served"], "ttft") * 1000,
         "ttft4_ms": med(runs["c4"], "ttft") * 1000,
