@@ -143,3 +143,35 @@ def test_cli_and_errors(peaked_model, tmp_path):
     (fake / "quantization.json").write_text("{}")
     with pytest.raises(ZephyrError, match="quantized artifact"):
         export_gguf(str(fake), "f16", out=tmp_path / "q.gguf")
+
+
+def test_converter_files_come_from_the_sdist(tmp_path, monkeypatch):
+    import io
+    import tarfile
+
+    from zephyr.export import converter
+
+    sdist = tmp_path / "llama_cpp_python-0.0.1.tar.gz"
+    with tarfile.open(sdist, "w:gz") as tar:
+        for name in (
+            "vendor/llama.cpp/convert_hf_to_gguf.py",
+            "vendor/llama.cpp/conversion/llama.py",
+            "vendor/llama.cpp/gguf-py/gguf/__init__.py",
+            "vendor/llama.cpp/src/llama.cpp",  # not needed by the converter
+            "llama_cpp/llama.py",
+        ):
+            data = f"# {name}\n".encode()
+            info = tarfile.TarInfo(f"llama_cpp_python-0.0.1/{name}")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    out = tmp_path / "tools"
+    converter._extract(sdist, out)
+    got = sorted(str(p.relative_to(out)) for p in out.rglob("*") if p.is_file())
+    assert got == ["conversion/llama.py", "convert_hf_to_gguf.py", "gguf-py/gguf/__init__.py"]
+    monkeypatch.setenv(converter.ENV, str(out))
+    assert converter.converter_dir() == out
+    monkeypatch.setenv(converter.ENV, str(tmp_path))
+    with pytest.raises(ZephyrError, match="has no convert_hf_to_gguf.py"):
+        converter.converter_dir()
+    monkeypatch.delenv(converter.ENV)
+    assert (converter.converter_dir(fetch=False) / converter.SCRIPT).is_file()  # make setup did it
