@@ -175,3 +175,22 @@ def test_converter_files_come_from_the_sdist(tmp_path, monkeypatch):
         converter.converter_dir()
     monkeypatch.delenv(converter.ENV)
     assert (converter.converter_dir(fetch=False) / converter.SCRIPT).is_file()  # make setup did it
+
+
+def test_engine_cache_keeps_the_newest(tmp_path):
+    import os
+
+    from zephyr.export.gguf import _prune
+
+    for i in range(5):
+        f = tmp_path / f"m{i}-f16.gguf"
+        f.write_bytes(b"x")
+        f.with_suffix(".Modelfile").write_text("FROM x")
+        os.utime(f, (1000 + i, 1000 + i))
+    _prune(tmp_path, keep=tmp_path / "m0-f16.gguf", most=3)
+    assert sorted(p.name for p in tmp_path.glob("*.gguf")) == [
+        "m0-f16.gguf",
+        "m3-f16.gguf",
+        "m4-f16.gguf",
+    ]
+    assert not (tmp_path / "m1-f16.Modelfile").exists()

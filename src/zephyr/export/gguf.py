@@ -26,6 +26,7 @@ from zephyr.io import atomic_write
 # quant -> llama_ftype (llama.h); f16 comes straight from the converter
 QUANTS: dict[str, int | None] = {"f16": None, "q8_0": 7, "q4_0": 2, "q4_k_m": 15}
 FORMATS = ("gguf",)
+CACHE_MOST = 8  # GGUFs kept under $ZEPHYR_HOME/gguf for the llama.cpp engine
 
 
 @dataclass
@@ -181,4 +182,13 @@ def gguf_for(spec: str, quant: str = "f16") -> Path:
     cached = zephyr_home() / "gguf" / f"{model_label(spec)}-{_fingerprint(src)}-{quant}.gguf"
     if not cached.is_file():
         export_gguf(spec, quant=quant, out=cached)
+        _prune(cached.parent, keep=cached)
     return cached
+
+
+def _prune(folder: Path, keep: Path, most: int = CACHE_MOST) -> None:
+    """Keep the `most` newest cached GGUFs (retrained and test models leave old ones behind)."""
+    old = sorted(folder.glob("*.gguf"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for path in [p for p in old if p != keep][most - 1 :]:
+        path.unlink(missing_ok=True)
+        path.with_suffix(".Modelfile").unlink(missing_ok=True)
