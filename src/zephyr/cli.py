@@ -108,11 +108,12 @@ def study(
 def _register_stages() -> None:
     from zephyr.data import cli as data_cli
     from zephyr.eval import cli as eval_cli
+    from zephyr.export import cli as export_cli
     from zephyr.quantize import cli as quantize_cli
     from zephyr.train import cli as train_cli
     from zephyr.tutor import cli as tutor_cli
 
-    for module in (data_cli, train_cli, eval_cli, quantize_cli, tutor_cli):
+    for module in (data_cli, train_cli, eval_cli, quantize_cli, export_cli, tutor_cli):
         module.register(app)
 
 

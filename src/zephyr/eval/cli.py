@@ -97,6 +97,9 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         device: Annotated[str, typer.Option(help="auto|cpu|cuda|mps")] = "auto",
+        engine: Annotated[
+            str, typer.Option(help="Generation tasks on hf or llamacpp (the model's f16 GGUF)")
+        ] = "hf",
     ) -> None:
         """Evaluate MODEL with lm-eval-exact protocols; prints every metric with its protocol."""
         from rich.console import Console
@@ -137,6 +140,7 @@ def register(app: typer.Typer) -> None:
                 dtype=dtype,
                 options=options,
                 device=device,
+                engine=engine,
             )
         print_results(results)
         if json is not None:

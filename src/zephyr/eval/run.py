@@ -53,13 +53,28 @@ def run_task(scorer: Any, name: str, cfg: EvalConfig) -> TaskResult:
 
 
 def make_scorer(
-    model: Any, dtype: str = "float32", batch_size: int = 8, device: str = "auto"
+    model: Any,
+    dtype: str = "float32",
+    batch_size: int = 8,
+    device: str = "auto",
+    engine: str = "hf",
 ) -> Any:
-    """A Scorer from a model spec (see zephyr.models.load_model) or a (model, tokenizer) pair."""
+    """A Scorer from a model spec (see zephyr.models.load_model) or a (model, tokenizer) pair.
+
+    engine "llamacpp": generation tasks run on the spec's GGUF (zephyr.eval.llamacpp).
+    """
     from zephyr.device import place
     from zephyr.eval.engine import Scorer
     from zephyr.models import load_model
 
+    if engine not in ("hf", "llamacpp"):
+        raise ZephyrError(f"unknown --engine '{engine}'; choose hf or llamacpp")
+    if engine == "llamacpp":
+        from zephyr.eval.llamacpp import make_llamacpp_scorer
+
+        if not isinstance(model, (str, Path)):
+            raise ZephyrError("--engine llamacpp needs a model spec (a path or name), not a model")
+        return make_llamacpp_scorer(str(model), batch_size=batch_size)
     if isinstance(model, tuple):
         m, tok = model
     else:
@@ -80,6 +95,7 @@ def evaluate(
     device: str = "auto",
     options: dict[str, dict] | None = None,
     scorer: Any = None,
+    engine: str = "hf",
 ) -> dict:
     """Run `tasks` on `model` -> {"model", "tasks": {name: TaskResult.to_dict()}, "provenance"}.
 
@@ -97,7 +113,9 @@ def evaluate(
             f"data dir {data_dir} does not exist; pass --data-dir laid out like ../shared/data"
         )
     torch.manual_seed(seed)
-    scorer = scorer or make_scorer(model, dtype=dtype, batch_size=batch_size, device=device)
+    scorer = scorer or make_scorer(
+        model, dtype=dtype, batch_size=batch_size, device=device, engine=engine
+    )
     if not hasattr(scorer, "calculator"):  # generation tasks: on where the model trained with it
         scorer.calculator = isinstance(model, (str, Path)) and trained_with(model)
     out: dict[str, Any] = {}
@@ -130,6 +148,7 @@ def evaluate(
         "batch_size": batch_size,
         "num_fewshot": num_fewshot,
         "dtype": dtype,
+        "engine": engine,
         "options": options or {},
     }
     return {"model": str(label), "tasks": out, "provenance": record(config, seconds=timings)}

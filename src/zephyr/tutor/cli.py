@@ -46,10 +46,42 @@ def default_audit() -> Path:
     return zephyr_home() / "audit.sqlite"
 
 
+EngineOpt = Annotated[
+    str, typer.Option(help="llamacpp | hf | auto (llama.cpp when installed and the model converts)")
+]
+QuantOpt = Annotated[str, typer.Option(help="llama.cpp engine: GGUF type, f16|q8_0|q4_0|q4_k_m")]
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(help="llama.cpp engine: CPU threads (default: $OMP_NUM_THREADS or all)"),
+]
+CtxOpt = Annotated[int, typer.Option(help="llama.cpp engine: context per conversation (tokens)")]
+
 AuditOpt = Annotated[
     Path | None, typer.Option(help="Audit log SQLite file (default: $ZEPHYR_HOME/audit.sqlite)")
 ]
 DbOpt = Annotated[Path | None, typer.Option(help="Audit log (default: $ZEPHYR_HOME/audit.sqlite)")]
+
+
+def load_generator(
+    model: str, engine: str, engine_opts: dict, dtype: str, device: str, calculator: bool
+) -> tuple:
+    """(model or llama.cpp engine, tokenizer, engine name) for chat and serve.
+
+    `auto` takes transformers when the calculator is on (its <<expr= hook runs inside
+    transformers' generate; the llama.cpp engine does not run it yet) or the device is a GPU (the
+    llama.cpp wheel installed here is CPU-only); otherwise llama.cpp when it is installed."""
+    from zephyr.device import pick, place
+    from zephyr.tutor.engines import EngineOptions, load_engine
+
+    if engine == "auto" and (calculator or pick(device) != "cpu"):
+        engine = "hf"
+    if engine == "llamacpp" and calculator:
+        raise ZephyrError(
+            f"{model} was trained with <<expr=result>> annotations and the llama.cpp engine does "
+            "not run the calculator yet: pass --no-calculator or --engine hf"
+        )
+    m, tok, used = load_engine(model, EngineOptions(engine, **engine_opts), dtype=dtype)
+    return (place(m, device) if used == "hf" else m), tok, used
 
 
 def _policy(path: Path | None, disabled: bool):
@@ -227,21 +259,23 @@ def register(app: typer.Typer) -> None:
         calculator: CalcOpt = None,
         show_calc: ShowCalcOpt = False,
         device: DeviceOpt = "auto",
+        engine: EngineOpt = "auto",
+        quant: QuantOpt = "f16",
+        ctx: CtxOpt = 2048,
+        threads: ThreadsOpt = None,
     ) -> None:
         """Chat with a model in the terminal (streamed answers); /mcq switches to multiple choice."""
-        from zephyr.device import place
-        from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
+        from zephyr.tutor.calculator import trained_with
         from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams
         from zephyr.tutor.server import model_name
 
         rules = _policy(policy, no_policy)
-        m, tok = load_model(model, dtype=dtype)
-        m = place(m, device)
-        log = None if no_audit else Audit(audit or default_audit())
-        from zephyr.tutor.calculator import trained_with
-
         calc = trained_with(model) if calculator is None else calculator
+        engine_opts = {"quant": quant, "parallel": 1, "ctx": ctx, "threads": threads}
+        m, tok, used = load_generator(model, engine, engine_opts, dtype, device, calc)
+        console.print(f"[dim]engine: {used}[/]")
+        log = None if no_audit else Audit(audit or default_audit())
         params = GenParams(
             max_tokens=max_tokens, temperature=temperature, top_p=top_p, seed=seed,
             calculator=calc, show_calc=show_calc,
@@ -312,12 +346,17 @@ def register(app: typer.Typer) -> None:
             ),
         ] = None,
         device: DeviceOpt = "auto",
+        engine: EngineOpt = "auto",
+        quant: QuantOpt = "f16",
+        parallel: Annotated[
+            int, typer.Option(help="llama.cpp engine: conversations decoded together")
+        ] = 8,
+        ctx: CtxOpt = 2048,
+        threads: ThreadsOpt = None,
     ) -> None:
         """Serve a model: OpenAI-compatible API (/v1/chat/completions, /v1/models), /v1/mcqa, web page at /."""
         import uvicorn
 
-        from zephyr.device import place
-        from zephyr.models import load_model
         from zephyr.tutor.audit import Audit
         from zephyr.tutor.calculator import trained_with
         from zephyr.tutor.generate import TUTOR_SYSTEM
@@ -344,12 +383,13 @@ def register(app: typer.Typer) -> None:
             practice_data=str(practice_data) if practice_data else None,
         )
         rules = _policy(policy, no_policy)
-        m, tok = load_model(model, dtype=dtype)
-        m = place(m, device)
+        engine_opts = {"quant": quant, "parallel": parallel, "ctx": ctx, "threads": threads}
+        m, tok, used = load_generator(model, engine, engine_opts, dtype, device, cfg.calculator)
         log = None if no_audit else Audit(audit or default_audit())
         app = create_app(m, tok, model_name(model), cfg, log, rules)
         console.print(
-            f"serving {model_name(model)} on http://{host}:{port}  (audit: {log.path if log else 'off'})"
+            f"serving {model_name(model)} on http://{host}:{port}  (engine: {used}, "
+            f"audit: {log.path if log else 'off'})"
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
 

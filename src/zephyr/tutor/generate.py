@@ -7,6 +7,7 @@ StoppingCriteria watches a cancel flag, so a closed stream stops the model withi
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections.abc import Callable
@@ -72,6 +73,48 @@ def stop_ids(tokenizer: Any) -> list[int]:
         if isinstance(tid, int) and tid != tokenizer.unk_token_id and tid >= 0:
             ids.add(tid)
     return sorted(i for i in ids if i is not None)
+
+
+class StopText:
+    """Streamed text with stop strings cut out: what both engines emit through `on_text`.
+
+    Stop strings are never emitted: the tail that could still become one is held back until it
+    cannot. `feed` returns True once a stop string is found (the caller stops the model).
+    """
+
+    def __init__(self, stop: list[str], on_text: Callable[[str], None] | None, t0: float):
+        self.stops = [s for s in stop if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.on_text, self.t0 = on_text, t0
+        self.buf, self.emitted, self.stopped = "", 0, False
+        self.first: float | None = None  # seconds from t0 to the first emitted text
+
+    def _emit(self, upto: int) -> None:
+        piece = self.buf[self.emitted : upto]
+        if piece:
+            if self.first is None:
+                self.first = time.perf_counter() - self.t0
+            self.emitted = upto
+            if self.on_text is not None:
+                self.on_text(piece)
+
+    def feed(self, text: str, stream_end: bool = False) -> bool:
+        if self.stopped:
+            return True
+        self.buf += text
+        start = max(0, self.emitted - self.hold)
+        hits = [i for i in (self.buf.find(s, start) for s in self.stops) if i >= 0]
+        if hits:
+            self.buf = self.buf[: min(hits)]
+            self.stopped = True
+            self._emit(len(self.buf))
+            return True
+        self._emit(len(self.buf) if stream_end else max(self.emitted, len(self.buf) - self.hold))
+        return False
+
+    def flush(self) -> None:
+        """Emit what was held back (the stream ended without a stop string)."""
+        self._emit(len(self.buf))
 
 
 def _streamer_class():
@@ -140,7 +183,6 @@ def generate(
     import torch
 
     params = params or GenParams()
-    CallbackStreamer, FlagStop = _streamer_class()
     shown = AnnotationFilter(show=params.show_calc)  # hidden even when only the model wrote them
     if on_text is not None:  # the student reads the text without the annotations
         on_text = _filtered(on_text, shown)
@@ -148,33 +190,19 @@ def generate(
     ids = input_ids if input_ids is not None else encode_chat(tokenizer, messages)
     if params.max_tokens < 1:
         raise ZephyrError(f"max_tokens must be at least 1, got {params.max_tokens}")
-    stops = [s for s in params.stop if s]
-    hold = max((len(s) for s in stops), default=1) - 1
-    state = {"buf": "", "emitted": 0, "first": None, "stopped": False}
+    if getattr(model, "is_llamacpp", False):  # the llama.cpp engine (tutor/engine_llamacpp.py)
+        result = model.generate(ids, params, on_text, cancel, stop_ids(tokenizer), t0=t0)
+        if on_text is not None:
+            on_text(None)
+        shown_text = result.text if shown.show else strip_annotations(result.text)
+        return dataclasses.replace(result, text=shown_text)
+    CallbackStreamer, FlagStop = _streamer_class()
+    text = StopText(params.stop, on_text, t0)
     stopped = threading.Event()
 
-    def emit(upto: int) -> None:
-        piece = state["buf"][state["emitted"] : upto]
-        if piece:
-            if state["first"] is None:
-                state["first"] = time.perf_counter() - t0
-            state["emitted"] = upto
-            if on_text is not None:
-                on_text(piece)
-
-    def take(text: str, stream_end: bool) -> None:
-        if state["stopped"]:
-            return
-        state["buf"] += text
-        buf = state["buf"]
-        hits = [i for i in (buf.find(s, max(0, state["emitted"] - hold)) for s in stops) if i >= 0]
-        if hits:
-            state["buf"] = buf[: min(hits)]
-            state["stopped"] = True
+    def take(piece: str, stream_end: bool) -> None:
+        if text.feed(piece, stream_end):
             stopped.set()
-            emit(len(state["buf"]))
-            return
-        emit(len(buf) if stream_end else max(state["emitted"], len(buf) - hold))
 
     gen_kwargs: dict[str, Any] = {
         "max_new_tokens": params.max_tokens,
@@ -204,24 +232,21 @@ def generate(
             **gen_kwargs,
         )
     new = out[0, len(ids) :].tolist()
-    if new and new[-1] in gen_kwargs["eos_token_id"]:
-        finish = "stop"
-    elif state["stopped"]:
+    if (new and new[-1] in gen_kwargs["eos_token_id"]) or text.stopped:
         finish = "stop"
     elif cancel is not None and cancel.is_set():
         finish = "cancelled"
     else:
         finish = "length"
-    emit(len(state["buf"]))
+    text.flush()
     if on_text is not None:
         on_text(None)  # flush a held `<` that never became an annotation
-    text = state["buf"] if shown.show else strip_annotations(state["buf"])
     return GenResult(
-        text=text,
+        text=text.buf if shown.show else strip_annotations(text.buf),
         prompt_tokens=len(ids),
         completion_tokens=len(new),
         finish_reason=finish,
-        first_token_s=state["first"],
+        first_token_s=text.first,
         total_s=time.perf_counter() - t0,
         calc_steps=calc.forced if calc is not None else 0,
     )

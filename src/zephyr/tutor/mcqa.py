@@ -6,6 +6,7 @@ POST /v1/mcqa call `answer_mcq`. One forward pass per question: no generation, n
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from zephyr.data.schema import LETTERS, render_mc
@@ -63,13 +64,16 @@ def answer_mcq_batch(
     Batches are left-padded so every row's last position is the token before the answer; the
     position ids follow the attention mask so padding does not shift the real tokens.
     """
-    import torch
-
     for item in items:
         _check(item.get("question"), item.get("choices"))
     encoded = [
         _encode(tokenizer, mcq_messages(it["question"], it["choices"], system)) for it in items
     ]
+    letters = [letter_ids(tokenizer, len(it["choices"])) for it in items]
+    if getattr(model, "is_llamacpp", False):  # the llama.cpp engine: all questions in one batch
+        return [_answer(row) for row in model.next_token_logits(encoded, letters)]
+    import torch
+
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     results: list[dict] = []
     for start in range(0, len(items), batch_size):
@@ -88,19 +92,22 @@ def answer_mcq_batch(
                 position_ids=positions.to(model.device),
                 logits_to_keep=1,
             ).logits[:, -1, :]
-        for row, item in enumerate(items[start : start + batch_size]):
-            n = len(item["choices"])
-            allowed = logits[row, letter_ids(tokenizer, n)].float()
-            probs = torch.softmax(allowed, dim=-1).tolist()
-            index = int(max(range(n), key=lambda i: probs[i]))
-            results.append(
-                {
-                    "letter": LETTERS[index],
-                    "index": index,
-                    "probs": {LETTERS[i]: float(p) for i, p in enumerate(probs)},
-                }
-            )
+        for row in range(len(chunk)):
+            results.append(_answer(logits[row, letters[start + row]].float().tolist()))
     return results
+
+
+def _answer(letter_logits: list[float]) -> dict:
+    """{"letter", "index", "probs"} from the logits of the letters (softmax over them alone)."""
+    top = max(letter_logits)
+    weights = [math.exp(x - top) for x in letter_logits]
+    probs = [w / sum(weights) for w in weights]
+    index = int(max(range(len(probs)), key=lambda i: probs[i]))
+    return {
+        "letter": LETTERS[index],
+        "index": index,
+        "probs": {LETTERS[i]: float(p) for i, p in enumerate(probs)},
+    }
 
 
 def answer_mcq(

@@ -150,14 +150,19 @@ class Job:
 class Engine:
     """A bounded job queue in front of one worker thread that owns the model."""
 
-    def __init__(self, max_queue: int):
+    def __init__(self, max_queue: int, workers: int = 1):
         self.max_queue = max_queue
         self.jobs: queue.Queue[Job | None] = queue.Queue()
         self.inflight = 0
         self.served = 0
         self.lock = threading.Lock()
-        self.thread = threading.Thread(target=self._work, name="zephyr-worker", daemon=True)
-        self.thread.start()
+        # one worker per llama.cpp sequence slot: their requests share the engine's batches
+        self.threads = [
+            threading.Thread(target=self._work, name=f"zephyr-worker-{i}", daemon=True)
+            for i in range(workers)
+        ]
+        for t in self.threads:
+            t.start()
 
     def submit(self, fn: Callable[[Job], None], retry_after: int) -> Job:
         with self.lock:
@@ -175,11 +180,13 @@ class Engine:
         return job
 
     def alive(self) -> bool:
-        return self.thread.is_alive()
+        return all(t.is_alive() for t in self.threads)
 
     def close(self) -> None:
-        self.jobs.put(None)
-        self.thread.join(timeout=10)
+        for _ in self.threads:
+            self.jobs.put(None)
+        for t in self.threads:
+            t.join(timeout=10)
 
     def _work(self) -> None:
         while (job := self.jobs.get()) is not None:
@@ -224,7 +231,7 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app):
-        state["engine"] = Engine(cfg.max_queue)
+        state["engine"] = Engine(cfg.max_queue, workers=getattr(model, "parallel", 1))
         yield
         state["engine"].close()
 

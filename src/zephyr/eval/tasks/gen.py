@@ -68,7 +68,7 @@ def generate(
 
     `calculator`: `<<expr=` is completed by zephyr.tutor.calculator (the text keeps the
     annotations; scoring reads the `Answer:` line)."""
-    model = getattr(scorer, "model", scorer)
+    model = getattr(scorer, "memo_key", None) or getattr(scorer, "model", scorer)
     try:
         cache = _CACHE.setdefault(model, {})
     except TypeError:  # not weak-referenceable: no memo
