@@ -366,3 +366,17 @@ def test_subset_is_seeded_and_keeps_indices():
     a, b = gen.subset(items, 10, 1), gen.subset(items, 10, 1)
     assert a == b and len(a) == 10 and all(i == v for i, v in a)
     assert gen.subset(items, 10, 2) != a and gen.subset(items, None, 0) == list(enumerate(items))
+
+
+def test_mcqa_letter_explicit_source_wins_over_a_local_file(scorer, shared_data, tmp_path):
+    """The study scores ARC-Challenge test items even beside a data stage's mcqa_val.jsonl."""
+    from zephyr.eval.tasks import mcqa_letter
+
+    (tmp_path / "arc").symlink_to(Path(shared_data) / "arc")
+    write_jsonl(tmp_path / "mcqa_val.jsonl", [{"id": "m", "question": "q", "choices": ["a", "b"],
+                                               "answer": 0, "subject": "s", "source": "t"}])  # fmt: skip
+    cfg = EvalConfig(
+        task="mcqa_letter", data_dir=tmp_path, limit=2, options={"source": "arc_challenge"}
+    )
+    res = mcqa_letter.run(scorer, cfg)
+    assert res.n == 2 and "ARC-Challenge" in res.extra["source"]

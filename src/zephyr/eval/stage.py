@@ -171,7 +171,8 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
     }
     for task, names in files.items():
         found = [Path(data) / n for n in names if (Path(data) / n).is_file()] if data else []
-        if task in opts and found:
+        # an explicit `source` (mcqa_letter: arc_challenge test) wins over the data stage's file
+        if task in opts and found and "source" not in opts[task]:
             opts[task].setdefault("file", str(found[0]))
     if "reward_accuracy" in opts:
         dpo = ctx.recipe.dpo or {}

@@ -50,7 +50,7 @@ def load_rows(cfg: EvalConfig) -> tuple[list[dict], str]:
     if file:
         return gen.read_rows(Path(file), "MCQA set (option `file`)"), str(file)
     local = Path(cfg.data_dir) / "mcqa_val.jsonl"
-    if local.is_file():
+    if local.is_file() and "source" not in cfg.options:
         return gen.read_rows(local, "MCQA validation set"), str(local)
     source = cfg.options.get("source", "arc_challenge")
     if source not in ARC_FILES:
