@@ -513,12 +513,12 @@ def test_cohorts_from_the_logs_a_real_eval_writes(tiny_model, shared_data, tmp_p
     eval_dir = tmp_path / "run/eval-1"
     res = evaluate(
         str(tiny_model),
-        ["mmlu", "synthetic", "arc_easy"],
+        ["mmlu", "synthetic", "arc_easy", "mcqa_letter"],
         data_dir=shared_data,
         limit=12,
         num_fewshot=0,
         log_dir=eval_dir / "logs/M0",
-        options={"synthetic": {"max_new_tokens": 4, "n": 12}},
+        options={"synthetic": {"max_new_tokens": 4, "n": 12}, "mcqa_letter": {"debias": "none"}},
     )
     write_json(eval_dir / "results.json", {"models": {"M0": {"path": str(tiny_model), **res}}})
     t = report.build_table(report.collect([tmp_path / "run"]))
@@ -526,6 +526,8 @@ def test_cohorts_from_the_logs_a_real_eval_writes(tiny_model, shared_data, tmp_p
     families = {c: v["M0"] for (task, c), v in t.cohorts.items() if task == "synthetic"}
     assert sum(n for _, n in mmlu.values()) == 12 and sum(n for _, n in families.values()) == 12
     assert len(families) > 1 and t.cohorts[("arc", "Easy")]["M0"][1] == 12
+    mcqa = {c: v["M0"] for (task, c), v in t.cohorts.items() if task.startswith("mcqa")}
+    assert sum(n for _, n in mcqa.values()) == 12  # MCQA subjects from the task's own logs
     subjects = res["tasks"]["mmlu"]["extra"]["subjects"]
     assert {s: (pytest.approx(v["acc"]), v["n"]) for s, v in subjects.items()} == mmlu
 

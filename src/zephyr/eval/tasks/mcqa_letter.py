@@ -139,6 +139,7 @@ def run(scorer: Any, cfg: EvalConfig) -> TaskResult:
                     scorer.tokenizer, mcq_messages(r["question"], list(r["choices"]), system)
                 ),
                 "choices": r["choices"],
+                "subject": r.get("subject"),  # the report's per-cohort table
                 "probs": a["probs"],
                 "pred": a["letter"],
                 "gold": int(r["answer"]),
