@@ -263,3 +263,16 @@ def test_scorer_generate_with_calculator(tiny, monkeypatch):
     off = scorer.generate(prompts, max_new_tokens=10)
     assert all(o.startswith("<<7*6=42>>") for o in on), on
     assert not any(o.startswith("<<7*6=42>>") for o in off)
+
+
+def test_a_quantized_artifact_follows_its_source_models_marker(tmp_path):
+    """Quantizing a calculator-trained model keeps the calculator on (quantization.json source)."""
+    import json
+
+    model, artifact = tmp_path / "dpo/model", tmp_path / "quantize/int8"
+    model.mkdir(parents=True)
+    artifact.mkdir(parents=True)
+    (artifact / "quantization.json").write_text(json.dumps({"source": {"path": str(model)}}))
+    assert not trained_with(artifact)
+    write_marker(model, {"annotated_rows": 1})
+    assert trained_with(artifact)

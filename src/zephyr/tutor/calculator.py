@@ -279,7 +279,13 @@ def trained_with(spec: str | Path | None) -> bool:
     if spec is None:
         return False
     path = Path(str(spec))
-    return any((p / MARKER).is_file() for p in (path, path.parent / "model") if p.is_dir())
+    if any((p / MARKER).is_file() for p in (path, path.parent / "model") if p.is_dir()):
+        return True
+    meta = path / "quantization.json"  # a quantized artifact: its source model decides
+    if meta.is_file():
+        source = (json.loads(meta.read_text()).get("source") or {}).get("path")
+        return bool(source) and Path(source) != path and trained_with(source)
+    return False
 
 
 def training_marker(data_paths: list[Path], base: Any = None) -> dict | None:
