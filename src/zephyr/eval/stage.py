@@ -223,6 +223,7 @@ def evaluate_model(
 ) -> dict:
     import torch
 
+    from zephyr.device import place
     from zephyr.eval.engine import Scorer
     from zephyr.eval.run import run_task
     from zephyr.eval.task import EvalConfig
@@ -230,8 +231,6 @@ def evaluate_model(
     from zephyr.tutor.calculator import trained_with
 
     t0 = time.perf_counter()
-    from zephyr.device import place
-
     model, tok = load_model(spec, dtype=sec.dtype)
     scorer = Scorer(place(model, device), tok, batch_size=sec.batch_size)
     scorer.calculator = trained_with(spec)  # generation tasks: the model's own convention
