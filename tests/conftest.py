@@ -55,6 +55,20 @@ def tiny_model(tmp_path_factory) -> Path:
     return make_tiny_model(tmp_path_factory.mktemp("tiny-model"))
 
 
+@pytest.fixture(scope="module")
+def tiny(tiny_model):
+    """(model, tokenizer) of the tiny model, on one torch thread (a hidden-64 model gains nothing
+    from more; restored after). Module scope: each test file loads its own copy, as before."""
+    import torch
+
+    from zephyr.models import load_model
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield load_model(tiny_model)
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def peaked_model(tmp_path_factory) -> Path:
     """A tiny random model with peaked logits (init std 0.3): varied greedy text."""

@@ -39,19 +39,6 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The tiny model, on one torch thread (a hidden-64 model gains nothing from more; restored after)."""
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
-
 def test_chat_and_mcqa_in_chromium(tiny, tmp_path):
     from playwright.sync_api import expect, sync_playwright
 

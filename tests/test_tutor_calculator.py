@@ -128,18 +128,6 @@ def test_marker(tmp_path):
     assert training_marker([plain], base=model) is not None  # DPO from a calculator SFT model
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
-
 class Script:
     """Forces a fixed token sequence first (a model that 'writes' `<<expr=`)."""
 

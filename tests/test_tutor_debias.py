@@ -65,18 +65,6 @@ def test_letter_table_and_wilson():
     assert debias.wilson(0, 10)[0] == 0.0 and debias.wilson(10, 10)[1] == pytest.approx(1.0)
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
-
 def _bump_letter(model, tok, letter_index: int, n: int):
     from zephyr.tutor.mcqa import letter_ids
 

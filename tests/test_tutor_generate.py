@@ -4,23 +4,7 @@ from __future__ import annotations
 
 import threading
 
-import pytest
-
 from zephyr.tutor.generate import TUTOR_SYSTEM, GenParams, encode_chat, generate, with_system
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The tiny model, on one torch thread (a hidden-64 model gains nothing from more; restored after)."""
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
 
 MSGS = [{"role": "user", "content": "What is the speed of a car going 100 km in 2 h?"}]
 

@@ -30,19 +30,6 @@ WORDS = "x " * 950  # 1900 characters, ~950 tokens: two of them overflow the 102
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The tiny model (context 1024) on one torch thread, restored after."""
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
     model, tok = tiny
     audit = Audit(tmp_path_factory.mktemp("audit") / "audit.sqlite")

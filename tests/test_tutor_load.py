@@ -7,25 +7,11 @@ import asyncio
 import json
 
 import httpx
-import pytest
 
 from zephyr.tutor.audit import Audit
 from zephyr.tutor.server import ServeConfig, create_app, running
 
 CLIENTS = 50
-
-
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The tiny model, on one torch thread (a hidden-64 model gains nothing from more; restored after)."""
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
 
 
 async def one_client(c: httpx.AsyncClient, i: int) -> tuple[int, str]:

@@ -9,19 +9,6 @@ from zephyr.errors import ZephyrError
 from zephyr.tutor.mcqa import answer_mcq, answer_mcq_batch, letter_ids, mcq_messages
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The tiny model, on one torch thread (a hidden-64 model gains nothing from more; restored after)."""
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
-
 def test_letter_ids_have_no_leading_space(tiny):
     _, tok = tiny
     ids = letter_ids(tok, 4)

@@ -108,18 +108,6 @@ def test_new_problem_of_each_family_checks_its_own_answer():
 # --- through the server ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def tiny(tiny_model):
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture
 def app_and_audit(tiny, tmp_path):
     from zephyr.tutor.audit import Audit

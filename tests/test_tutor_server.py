@@ -18,19 +18,6 @@ USER = [{"role": "user", "content": "What is 12 * 3?"}]
 
 
 @pytest.fixture(scope="module")
-def tiny(tiny_model):
-    """The tiny model, on one torch thread (a hidden-64 model gains nothing from more; restored after)."""
-    import torch
-
-    from zephyr.models import load_model
-
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield load_model(tiny_model)
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
 def server(tiny, tmp_path_factory):
     model, tok = tiny
     audit = Audit(tmp_path_factory.mktemp("audit") / "audit.sqlite")
