@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 
 from zephyr.errors import ZephyrError
+from zephyr.io import atomic_dir
 
 PACKAGE = "llama-cpp-python"
 SCRIPT = "convert_hf_to_gguf.py"
@@ -93,15 +94,8 @@ def fetch_converter(version: str) -> Path:
                 f"could not download the {PACKAGE}=={version} sdist for llama.cpp's converter "
                 f"({' '.join(tail)[:300]}); run `make setup` with network access, or set ${ENV}"
             )
-        staging = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        try:
+        with atomic_dir(dest) as staging:  # a half-extracted converter never replaces a good one
             _extract(sdists[0], staging)
-            if dest.exists():
-                shutil.rmtree(dest)
-            os.replace(staging, dest)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
     return dest
 
 
