@@ -589,4 +589,6 @@ def test_report_of_real_stages_labels_dpo_from_the_base(tiny_model, tmp_path, mo
     assert [c.name for c in got.curves] == ["tiny/M0+DPO: M0 + DPO"]
     t = report.build_table(got)
     key = next(k for k, r in got.rows.items() if r.label == "M0 + DPO")
-    assert t.cells[(key, "reward_accuracy", "accuracy")].delta is not None
+    cell = t.cells[(key, "reward_accuracy", "accuracy")]  # M0 has no reference: no delta
+    assert cell.value is not None and cell.delta is None
+    assert (next(iter(got.rows)), "reward_accuracy", "accuracy") not in t.cells

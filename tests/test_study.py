@@ -278,3 +278,52 @@ def test_row_tokens_measures_built_rows(tmp_path: Path):
     assert estimate.row_tokens(f) == pytest.approx(
         400 / estimate.CHARS_PER_TOKEN * estimate.PAD_FACTOR
     )
+
+
+def test_reward_accuracy_only_for_preference_models_and_m0_once(tiny_model, shared_data, tmp_path):
+    """An SFT-only variant and an "M0 + DPO" variant: reward accuracy is scored for the DPO model
+    (against M0) only, so M0's scores are equal in both runs and the report shows one M0 row."""
+    import json
+
+    path = tmp_path / "study.yaml"
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "name": "tiny",
+                "model": str(tiny_model),
+                "out": str(tmp_path / "runs"),
+                "data_root": str(shared_data),
+                "stages": ["data", "sft", "eval"],
+                "data": {
+                    "synth": {"n_per_family": 3, "test_n_per_family": 1},
+                    "decontam": {"against": []},
+                    "sft": [{"source": "synth"}],
+                    "pref": [{"source": "synth"}],
+                    "val_fraction": 0.2,
+                },
+                "sft": {"max_steps": 1, "micro_batch": 2, "max_seq_len": 64, "max_val": 2},
+                "dpo": {"max_steps": 1, "micro_batch": 2, "max_seq_len": 64, "max_val": 2},
+                "eval": {"tasks": ["reward_accuracy"], "limit": 3, "speed_tokens": 0},
+                "variants": [
+                    {"name": "sft only"},
+                    {
+                        "name": "dpo from base",
+                        "stages": ["data", "dpo", "eval"],
+                        "dpo.from": "base",
+                    },
+                ],
+            }
+        )
+    )
+    out = study.run_study(path, console=Console(quiet=True))
+    root = tmp_path / "runs" / "tiny"
+    evals = sorted(root.glob("eval-*/results.json"), key=lambda p: p.stat().st_mtime)
+    sft_run, dpo_run = (json.loads(p.read_text())["models"] for p in evals)
+    assert sft_run["M0"]["tasks"] == {} and sft_run["M1"]["tasks"] == {}
+    assert dpo_run["M0"]["tasks"] == {}
+    ra = dpo_run["M2"]["tasks"]["reward_accuracy"]
+    assert ra["n"] >= 1 and ra["extra"]["reference"] == str(tiny_model)
+    report = (out / "report.md").read_text()
+    table = report.split("## Table 1")[1].split("\n\n")[1]
+    assert sum(line.startswith("| **M0** ") for line in table.splitlines()) == 1, table
+    assert sum(line.startswith("| **M0 + DPO** ") for line in table.splitlines()) == 1, table

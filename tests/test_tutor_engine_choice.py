@@ -1,29 +1,22 @@
-"""Which engine chat and serve take: the calculator and GPUs need transformers (tutor/cli.py)."""
+"""Which engine chat and serve take: llama.cpp on the CPU when it is installed (it runs the
+calculator hook too), transformers on a GPU (tutor/cli.py)."""
 
 from __future__ import annotations
 
-import pytest
-
-from zephyr.errors import ZephyrError
 from zephyr.tutor.cli import load_generator
 
 OPTS = {"quant": "f16", "parallel": 1, "ctx": 256, "threads": 1}
 
 
-def test_auto_takes_llamacpp_without_the_calculator(tiny_model):
-    _, _, used = load_generator(str(tiny_model), "auto", OPTS, "float32", "cpu", calculator=False)
-    assert used == "llamacpp"
+def test_auto_takes_llamacpp_on_the_cpu(tiny_model):
+    m, _, used = load_generator(str(tiny_model), "auto", OPTS, "float32", "cpu")
+    assert used == "llamacpp" and getattr(m, "is_llamacpp", False)
+    m.close()
 
 
-def test_auto_takes_hf_when_the_calculator_is_on(tiny_model):
-    """The <<expr= hook runs inside transformers' generate: a calculator model stays exact."""
-    m, _, used = load_generator(str(tiny_model), "auto", OPTS, "float32", "cpu", calculator=True)
+def test_hf_when_asked(tiny_model):
+    m, _, used = load_generator(str(tiny_model), "hf", OPTS, "float32", "cpu")
     assert used == "hf" and not getattr(m, "is_llamacpp", False)
-
-
-def test_llamacpp_with_the_calculator_is_refused(tiny_model):
-    with pytest.raises(ZephyrError, match="--no-calculator"):
-        load_generator(str(tiny_model), "llamacpp", OPTS, "float32", "cpu", calculator=True)
 
 
 def test_auto_takes_hf_on_a_gpu(tiny_model, monkeypatch):
@@ -32,5 +25,5 @@ def test_auto_takes_hf_on_a_gpu(tiny_model, monkeypatch):
 
     monkeypatch.setattr(device, "pick", lambda name="auto": "cuda")
     monkeypatch.setattr(device, "place", lambda model, name="auto": model)
-    _, _, used = load_generator(str(tiny_model), "auto", OPTS, "float32", "auto", calculator=False)
+    _, _, used = load_generator(str(tiny_model), "auto", OPTS, "float32", "auto")
     assert used == "hf"

@@ -74,6 +74,67 @@ def test_generate_same_contract_as_hf(hf, engine):
     assert a.text == b.text and a.completion_tokens == 12
 
 
+class ScriptedSampler:
+    """llama_cpp with `llama_sampler_sample` answering a fixed token sequence first (a model that
+    'writes' `So <<2+3=`); everything else is the real module."""
+
+    def __init__(self, real, ids: list[int]):
+        self.real, self.ids = real, list(ids)
+
+    def __getattr__(self, name):
+        return getattr(self.real, name)
+
+    def llama_sampler_sample(self, sampler, ctx, i):
+        return self.ids.pop(0) if self.ids else self.real.llama_sampler_sample(sampler, ctx, i)
+
+
+class ScriptedLogits:
+    """The same script for transformers' generate, as a logits processor."""
+
+    def __init__(self, ids: list[int], prompt_len: int):
+        self.ids, self.prompt_len = ids, prompt_len
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_len
+        if step < len(self.ids):
+            scores[:, :] = float("-inf")
+            scores[:, self.ids[step]] = 0.0
+        return scores
+
+
+def test_calculator_runs_in_the_engine_as_on_hf(hf, engine, monkeypatch):
+    """The <<expr= hook in the llama.cpp scheduler: the exact result is fed, not sampled, and the
+    greedy text after it equals the HF path's (the forced tokens sit at the right positions)."""
+    from zephyr.tutor.generate import encode_chat
+
+    model, tok = hf
+    msgs = [{"role": "user", "content": "What is 123456 times 789?"}]
+    ids = encode_chat(tok, msgs)
+    script = tok.encode("So <<123456*789=", add_special_tokens=False)
+    real_generate = model.generate
+
+    def scripted(**kw):
+        kw["logits_processor"] = [ScriptedLogits(script, len(ids)), *kw.get("logits_processor", [])]
+        return real_generate(**kw)
+
+    monkeypatch.setattr(model, "generate", scripted)
+    shown = GenParams(max_tokens=24, temperature=0, calculator=True, show_calc=True)
+    ref = generate(model, tok, msgs, shown, input_ids=ids)
+    monkeypatch.setattr(engine, "ll", ScriptedSampler(engine.ll, script))
+    got = generate(engine, tok, msgs, shown, input_ids=ids)
+    assert ref.text.startswith("So <<123456*789=97406784>>"), ref.text
+    assert got.text == ref.text and got.calc_steps == ref.calc_steps == 1
+    assert got.completion_tokens == ref.completion_tokens == 24
+    monkeypatch.setattr(engine, "ll", ScriptedSampler(engine.ll.real, script))
+    pieces: list[str] = []
+    hidden = GenParams(max_tokens=24, temperature=0, calculator=True)
+    plain = generate(engine, tok, msgs, hidden, on_text=pieces.append, input_ids=ids)
+    assert (
+        plain.text.startswith("So ") and "<<" not in plain.text and "97406784>>" not in plain.text
+    )
+    assert "".join(pieces) == plain.text
+
+
 def test_prompt_cache_reuses_the_shared_prefix(hf, engine):
     model, tok = hf
     system = {"role": "system", "content": "You are a careful tutor. " * 8}

@@ -61,7 +61,12 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--json", help="Write machine-readable results here")
         ] = None,
         log_dir: Annotated[Path | None, typer.Option(help="Write per-item JSONL logs here")] = None,
-        dtype: Annotated[str, typer.Option(help="float32, bfloat16 or float16")] = "float32",
+        dtype: Annotated[
+            str,
+            typer.Option(
+                help="float32, bfloat16, float16 or auto (bf16 where the hardware is fast)"
+            ),
+        ] = "float32",
         option: Annotated[
             list[str] | None,
             typer.Option(

@@ -3,7 +3,8 @@
 The scorer is the HF `Scorer` (log-likelihood tasks and mcqa_letter stay on transformers, so
 their numbers do not move) whose `generate` runs on the model's GGUF in `LlamaCppEngine`: every
 prompt is a sequence of the engine's continuous batch, greedy, with the HF path's tokenisation,
-left truncation, EOS and stop strings (lm-eval's `generate_until` post-processing).
+left truncation, EOS and stop strings (lm-eval's `generate_until` post-processing), and the
+calculator hook when the model was trained with `<<expr=result>>` annotations.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
-from zephyr.errors import ZephyrError
 from zephyr.eval.engine import Scorer
 from zephyr.tutor.generate import GenParams
 
@@ -34,17 +34,14 @@ class LlamaCppScorer(Scorer):
         stop: Sequence[str] = (),
         calculator: bool = False,
     ) -> list[str]:
-        if calculator:  # the <<expr= hook runs inside transformers' generate only (for now)
-            raise ZephyrError(
-                "the llama.cpp engine does not run the calculator yet; this model was trained "
-                "with <<expr=result>> annotations: pass --no-calculator or --engine hf"
-            )
         tok = self.tokenizer
         eos_text = tok.decode([tok.eos_token_id], skip_special_tokens=False)
         until = [s for s in stop if s] + ([eos_text] if eos_text not in stop else [])
         window = min(self.max_length, self.engine.ctx_len)
         max_ctx = max(1, window - max_new_tokens)
-        params = GenParams(max_tokens=max_new_tokens, temperature=0.0, stop=until)
+        params = GenParams(
+            max_tokens=max_new_tokens, temperature=0.0, stop=until, calculator=calculator
+        )
         bar = tqdm(total=len(prompts), disable=not self.progress, leave=False, desc="llama.cpp")
 
         def one(prompt: str) -> str:

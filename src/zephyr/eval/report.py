@@ -211,6 +211,8 @@ def relabel(label: str, from_base: dict[str, bool]) -> str:
 def _same_items(a: dict, b: dict) -> bool:
     """Two M0 entries that scored the same items alike (every task they share)."""
     ta, tb = a.get("tasks") or {}, b.get("tasks") or {}
+    if not ta and not tb:  # neither was scored on anything (e.g. only reward_accuracy asked)
+        return True
     common = set(ta) & set(tb)
     keys = ("n", "metrics", "per_item")
     return bool(common) and all(all(ta[t].get(k) == tb[t].get(k) for k in keys) for t in common)
@@ -642,6 +644,10 @@ def _notes(got: Collected) -> list[str]:
         f"(±d) = difference against {BASE} of the row's own base model (matched by the base "
         "model spec each run records, not by position); * = the paired bootstrap interval of the "
         "per-item differences excludes 0 (same items scored for both models).",
+        "Reward accuracy: share of held-out preference pairs whose DPO implicit reward "
+        "beta * (log pi - log pi_ref) ranks chosen over rejected (ties 0.5), for a preference-"
+        "trained model against the model its stage started from (M1 for M2, M0 for M0 + DPO); "
+        "blank for M0 and M1, which have no such reference.",
     ]
     if got.multi:
         notes.append(

@@ -104,6 +104,7 @@ def evaluate(
     """
     import torch
 
+    from zephyr.device import eval_dtype
     from zephyr.provenance import record
     from zephyr.tutor.calculator import trained_with
 
@@ -113,6 +114,7 @@ def evaluate(
             f"data dir {data_dir} does not exist; pass --data-dir laid out like ../shared/data"
         )
     torch.manual_seed(seed)
+    dtype = eval_dtype(dtype, device)
     scorer = scorer or make_scorer(
         model, dtype=dtype, batch_size=batch_size, device=device, engine=engine
     )

@@ -35,7 +35,9 @@ class EvalSection:
     limit: int | None = 50  # items per task (seeded sample); None: the full sets
     limits: dict = field(default_factory=dict)  # per-task limit, e.g. {gsm8k: 10}
     batch_size: int = 8
-    dtype: str = "float32"
+    dtype: str = (
+        "float32"  # or `auto`: bfloat16 where the hardware is fast at it (device.eval_dtype)
+    )
     num_fewshot: int | None = None  # None: each task's lm-eval default
     options: dict = field(
         default_factory=dict
@@ -102,6 +104,17 @@ def reference_of(ctx: Any, models: dict[str, str]) -> str:
     """The DPO reference: the model DPO started from (M1 unless the dpo section says `from: base`)."""
     start = (ctx.recipe.dpo or {}).get("from", "auto")
     return models["M1"] if "M1" in models and start != "base" else models["M0"]
+
+
+def tasks_for(label: str, tasks: list[str]) -> list[str]:
+    """The tasks of one model. reward_accuracy scores a preference-trained model (M2, M2-kto and
+    their quantized copies) against the model its stage started from; M0 and M1 have no such
+    reference (scored against themselves every pair ties), so their cell stays blank."""
+    from zephyr.eval.report import split_label
+
+    if split_label(label)[0] in ("M2", "M2-kto"):
+        return list(tasks)
+    return [t for t in tasks if t != "reward_accuracy"]
 
 
 def model_size(model: Any, spec: str) -> dict:
@@ -181,6 +194,7 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
         o.setdefault("beta", float(dpo.get("beta", 0.1)))
         o.setdefault("max_prompt_len", int(dpo.get("max_prompt_len", 256)))
         o.setdefault("max_len", int(dpo.get("max_seq_len", 512)))
+        o.setdefault("reference_dtype", sec.dtype)  # policy and reference in one precision
     return opts
 
 
@@ -266,8 +280,13 @@ def evaluate_model(
 def run(ctx: Any) -> None:
     """The eval stage: all models, same tasks and items -> results.json."""
     from zephyr import provenance
+    from zephyr.device import eval_dtype
 
     sec = parse_section(ctx.section)
+    # `auto` is resolved here, so the stage key and the cache say which dtype really ran
+    sec = dataclasses.replace(
+        sec, dtype=eval_dtype(sec.dtype, getattr(ctx.recipe, "device", "auto"))
+    )
     data_dir = ctx.path(sec.data_dir) if sec.data_dir else ctx.data_root
     seed = ctx.recipe.seed
     models = find_models(ctx)
@@ -305,7 +324,7 @@ def run(ctx: Any) -> None:
         results["models"][label] = evaluate_shared(
             label,
             spec,
-            sec,
+            dataclasses.replace(sec, tasks=tasks_for(label, sec.tasks)),
             opts,
             data_dir,
             seed,

@@ -62,24 +62,16 @@ AuditOpt = Annotated[
 DbOpt = Annotated[Path | None, typer.Option(help="Audit log (default: $ZEPHYR_HOME/audit.sqlite)")]
 
 
-def load_generator(
-    model: str, engine: str, engine_opts: dict, dtype: str, device: str, calculator: bool
-) -> tuple:
+def load_generator(model: str, engine: str, engine_opts: dict, dtype: str, device: str) -> tuple:
     """(model or llama.cpp engine, tokenizer, engine name) for chat and serve.
 
-    `auto` takes transformers when the calculator is on (its <<expr= hook runs inside
-    transformers' generate; the llama.cpp engine does not run it yet) or the device is a GPU (the
-    llama.cpp wheel installed here is CPU-only); otherwise llama.cpp when it is installed."""
+    `auto` takes llama.cpp when it is installed and the device is the CPU (the llama.cpp wheel
+    installed here is CPU-only), else transformers; both run the calculator hook."""
     from zephyr.device import pick, place
     from zephyr.tutor.engines import EngineOptions, load_engine
 
-    if engine == "auto" and (calculator or pick(device) != "cpu"):
+    if engine == "auto" and pick(device) != "cpu":
         engine = "hf"
-    if engine == "llamacpp" and calculator:
-        raise ZephyrError(
-            f"{model} was trained with <<expr=result>> annotations and the llama.cpp engine does "
-            "not run the calculator yet: pass --no-calculator or --engine hf"
-        )
     m, tok, used = load_engine(model, EngineOptions(engine, **engine_opts), dtype=dtype)
     return (place(m, device) if used == "hf" else m), tok, used
 
@@ -273,7 +265,7 @@ def register(app: typer.Typer) -> None:
         rules = _policy(policy, no_policy)
         calc = trained_with(model) if calculator is None else calculator
         engine_opts = {"quant": quant, "parallel": 1, "ctx": ctx, "threads": threads}
-        m, tok, used = load_generator(model, engine, engine_opts, dtype, device, calc)
+        m, tok, used = load_generator(model, engine, engine_opts, dtype, device)
         console.print(f"[dim]engine: {used}[/]")
         log = None if no_audit else Audit(audit or default_audit())
         params = GenParams(
@@ -384,7 +376,7 @@ def register(app: typer.Typer) -> None:
         )
         rules = _policy(policy, no_policy)
         engine_opts = {"quant": quant, "parallel": parallel, "ctx": ctx, "threads": threads}
-        m, tok, used = load_generator(model, engine, engine_opts, dtype, device, cfg.calculator)
+        m, tok, used = load_generator(model, engine, engine_opts, dtype, device)
         log = None if no_audit else Audit(audit or default_audit())
         app = create_app(m, tok, model_name(model), cfg, log, rules)
         console.print(
