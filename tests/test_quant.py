@@ -12,9 +12,9 @@ import pytest
 import torch
 
 from zephyr.errors import ZephyrError
+from zephyr.eval.engine import Scorer
 from zephyr.models import load_model
 from zephyr.quantize import awq, easyquant, gptq, rtn
-from zephyr.quantize.compare import perplexity
 from zephyr.quantize.methods import QuantizeConfig, label_of, quantize, targets_of
 from zephyr.quantize.qweight import pack_int4, rel_error, unpack_int4
 
@@ -46,25 +46,26 @@ def test_every_method_reloads_in_a_fresh_process(artifacts, tiny_model, tmp_path
     ids = _ids(tok)
     with torch.no_grad():
         fp_logits = fp(ids).logits.float()
-    fp_ppl = perplexity(fp, ids[0].tolist(), window=32, stride=16)["ppl"]
+    fp_ppl = Scorer(fp, tok, progress=False).token_perplexity(TEXT, 32, 16)["token_perplexity"]
     script = (
         "import json, sys, torch\n"
         "from zephyr.models import load_model\n"
-        "from zephyr.quantize.compare import perplexity\n"
+        "from zephyr.eval.engine import Scorer\n"
         "ids = torch.tensor(json.loads(sys.argv[1]))\n"
         "out = {}\n"
         "for name, path in json.loads(sys.argv[2]).items():\n"
-        "    m, _ = load_model(path)\n"
+        "    m, t = load_model(path)\n"
         "    with torch.no_grad():\n"
         "        logits = m(ids).logits.float()\n"
-        "    out[name] = {'logits': logits[0, -3:].tolist(), 'ppl': perplexity(m, ids[0].tolist(), 32, 16)['ppl']}\n"
+        "    ppl = Scorer(m, t, progress=False).token_perplexity(sys.argv[4], 32, 16)\n"
+        "    out[name] = {'logits': logits[0, -3:].tolist(), 'ppl': ppl['token_perplexity']}\n"
         "json.dump(out, open(sys.argv[3], 'w'))\n"
     )
     res = tmp_path / "res.json"
     paths = {k: str(v) for k, v in artifacts.items()}
     env = {**os.environ, "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run(
-        [sys.executable, "-c", script, json.dumps(ids.tolist()), json.dumps(paths), str(res)],
+        [sys.executable, "-c", script, json.dumps(ids.tolist()), json.dumps(paths), str(res), TEXT],
         capture_output=True,
         text=True,
         env=env,

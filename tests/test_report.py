@@ -221,7 +221,7 @@ def test_zephyr_report_cli(tmp_path):
 def test_eval_and_report_stages_on_tiny_model(tiny_model, tmp_path):
     from rich.console import Console
 
-    from zephyr.eval import stage
+    from zephyr.eval import report_stage, stage
     from zephyr.pipeline import Recipe, StageContext
 
     data = tmp_path / "data-1"
@@ -295,7 +295,7 @@ def test_eval_and_report_stages_on_tiny_model(tiny_model, tmp_path):
         tmp_path,
         console,
     )
-    stage.run_report(rctx)
+    report_stage.run_report(rctx)
     page = (rctx.out_dir / "report.html").read_text()
     assert (
         "<title>T</title>" in page

@@ -192,18 +192,17 @@ def test_the_report_gets_one_name_per_run_when_supported(monkeypatch, tmp_path: 
     assert got["run_names"] == "absent"
 
 
-def test_the_eval_cache_scores_each_model_and_task_once(monkeypatch, tmp_path: Path):
+def test_the_eval_cache_scores_each_model_and_task_once(tmp_path: Path):
     from zephyr.eval import cache
     from zephyr.eval import stage as eval_stage
 
     calls = []
 
-    def fake_evaluate(label, spec, sec, opts, data_dir, seed, log_dir, console):
+    def fake_evaluate(label, spec, sec, shared):
         calls.append((label, list(sec.tasks)))
         tasks = {t: {"task": t, "metrics": {"acc": 0.5}, "n": 1} for t in sec.tasks}
         return {"path": spec, "tasks": tasks, "size": {"params": 1}, "seconds": 1.0}
 
-    monkeypatch.setattr(eval_stage, "evaluate_model", fake_evaluate)
     base = tmp_path / "base"
     base.mkdir()
     (base / "config.json").write_text("{}")
@@ -211,7 +210,10 @@ def test_the_eval_cache_scores_each_model_and_task_once(monkeypatch, tmp_path: P
     pairs.write_text("{}\n")
     sec = eval_stage.EvalSection(tasks=["hellaswag", "reward_accuracy"], limit=5)
     opts = {"reward_accuracy": {"file": str(pairs)}}
-    args = (opts, tmp_path, 0, tmp_path / "logs", Console(quiet=True), tmp_path / "cache")
+    shared = eval_stage.EvalRun(
+        opts, tmp_path, 0, tmp_path / "logs", Console(quiet=True), cache=tmp_path / "cache"
+    )
+    args = (shared, fake_evaluate)
     first = cache.evaluate_cached("M0", str(base), sec, *args)
     again = cache.evaluate_cached("M0", str(base), sec, *args)
     assert calls == [("M0", ["hellaswag", "reward_accuracy"])], "the second M0 is shared"

@@ -36,7 +36,7 @@ STAGES: dict[str, str] = {
     "kto": "zephyr.train.stage:run_kto",
     "quantize": "zephyr.quantize.stage:run",
     "eval": "zephyr.eval.stage:run",
-    "report": "zephyr.eval.stage:run_report",
+    "report": "zephyr.eval.report_stage:run_report",
 }
 
 # stages whose output also depends on files outside the recipe (hashed into the stage key)

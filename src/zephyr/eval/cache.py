@@ -10,11 +10,15 @@ root, and a hash of the eval code itself (a fixed bug invalidates what it touche
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from zephyr.fingerprint import model_fingerprint, path_fingerprint
 from zephyr.io import read_json, sha256_file, sha256_json, write_json
+
+if TYPE_CHECKING:  # the stage imports this module: its EvalRun is a type here only
+    from zephyr.eval.stage import EvalRun
 
 CODE = Path(__file__).resolve().parent  # zephyr/eval: tasks, engine, scoring
 NOT_SCORING = ("report", "cli")  # report*.py, cli.py: presentation, not scores
@@ -56,23 +60,14 @@ def task_key(
 
 
 def evaluate_cached(
-    label: str,
-    spec: str,
-    sec: Any,
-    opts: dict,
-    data_dir: Path,
-    seed: int,
-    log_dir: Path,
-    console: Any,
-    cache_dir: Path,
-    context: dict | None = None,
-    **model_kw: Any,
+    label: str, spec: str, sec: Any, shared: EvalRun, evaluate: Callable[..., dict]
 ) -> dict:
-    """The eval stage's entry for one model: cached task results reused, the rest evaluated.
-    `context` (e.g. the recipe's chat template) joins the key; `model_kw` go to evaluate_model."""
-    from zephyr.eval.stage import evaluate_model
-
-    code = sha256_json([code_hash(), context or {}])
+    """The eval stage's entry for one model: cached task results reused, the rest scored by
+    `evaluate(label, spec, sec, shared)` (the stage's evaluate_model); `shared.key_context`
+    (e.g. the recipe's chat template) joins the key."""
+    cache_dir, log_dir, console = shared.cache, shared.log_dir, shared.console
+    opts, seed, data_dir = shared.opts, shared.seed, shared.data_dir
+    code = sha256_json([code_hash(), shared.key_context or {}])
     keys = {t: task_key(spec, t, sec, opts, seed, data_dir, code) for t in sec.tasks}
     meta_key = sha256_json(
         [
@@ -89,19 +84,9 @@ def evaluate_cached(
     missing = [t for t in sec.tasks if t not in cached]
     entry: dict = {"path": spec}
     if missing or not meta_file.is_file():
-        shared = f" ({len(cached)} of {len(sec.tasks)} tasks shared)" if cached else ""
-        console.print(f"[bold]{label}[/] ← {spec}{shared}")
-        entry = evaluate_model(
-            label,
-            spec,
-            dataclasses.replace(sec, tasks=missing),
-            opts,
-            data_dir,
-            seed,
-            log_dir,
-            console,
-            **model_kw,
-        )
+        reused = f" ({len(cached)} of {len(sec.tasks)} tasks shared)" if cached else ""
+        console.print(f"[bold]{label}[/] ← {spec}{reused}")
+        entry = evaluate(label, spec, dataclasses.replace(sec, tasks=missing), shared)
         for t in missing:
             write_json(files[t], {"result": entry["tasks"][t], "logs": str(log_dir / label)})
         write_json(meta_file, {k: entry[k] for k in ("size", "speed") if k in entry})

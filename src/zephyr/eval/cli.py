@@ -1,4 +1,4 @@
-"""CLI commands of the eval stage: `zephyr eval` (and `zephyr report` when its module exists)."""
+"""CLI commands of the eval stage: `zephyr eval` and `zephyr report` (zephyr.eval.report_cli)."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from zephyr.errors import ZephyrError, exit_on_error
+from zephyr.eval.report_cli import register as register_report
 
 
 def _fmt(value: float) -> str:
@@ -152,9 +153,4 @@ def register(app: typer.Typer) -> None:
             write_json(json, results)
             Console(stderr=True).print(f"results written to {json}")
 
-    try:
-        from zephyr.eval.report_cli import register as register_report
-    except ImportError:
-        register_report = None
-    if register_report is not None:
-        register_report(app)
+    register_report(app)

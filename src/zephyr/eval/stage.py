@@ -1,11 +1,9 @@
-"""The `eval` and `report` stages of `zephyr pipeline`.
+"""The `eval` stage of `zephyr pipeline` (the `report` stage is zephyr.eval.report_stage).
 
 eval: every model the run produced -- M0 (recipe.model), M1 (sft), M2 (dpo), M2-kto (kto) and
 each quantized artifact (`<source label>-<method>`) -- on the same tasks, items and seed; adds
 model size and greedy generation speed; writes results.json (+ logs/<label>/<task>.jsonl).
 Finished models are kept in results.partial.json, so a re-entered stage does not redo them.
-
-report: report.md + report.html (+ plots/) from the eval results and the training logs.
 """
 
 from __future__ import annotations
@@ -20,11 +18,14 @@ from typing import Any
 from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.errors import ZephyrError
+from zephyr.eval.cache import evaluate_cached
+from zephyr.eval.measure import gen_speed, model_size
+from zephyr.eval.report_collect import STAGE_LABELS, split_label
+
+# pipeline.SECTIONS names the report section here (zephyr.eval.stage:ReportSection)
+from zephyr.eval.report_stage import ReportSection  # noqa: F401
 from zephyr.io import read_json, sha256_json, write_json
 from zephyr.rundir import LOCK_NAME
-
-WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
-SPEED_PROMPT = "Explain step by step why the sum of the angles of a triangle is 180 degrees."
 
 
 @dataclass
@@ -47,15 +48,6 @@ class EvalSection:
     data_dir: str | None = None  # laid out like ../shared/data (default: the recipe's data_root)
 
 
-@dataclass
-class ReportSection:
-    title: str = ""  # default: "Zephyr report: <recipe name>"
-    hide: list[str] = field(
-        default_factory=lambda: ["mmlu/acc_*"]
-    )  # task/metric globs kept out of Table 1
-    plots: bool = True
-
-
 def parse_section(section: dict, where: str = "eval") -> EvalSection:
     """The eval section typed, its task names and per-task keys checked (the pipeline calls this
     when a recipe loads, so a misspelt task fails before any training)."""
@@ -75,7 +67,6 @@ def parse_section(section: dict, where: str = "eval") -> EvalSection:
 # ---------------------------------------------------------------------------- models
 def find_models(ctx: Any) -> dict[str, str]:
     """label -> model spec, in report order: M0, M1, M2, M2-kto, then quantized artifacts."""
-    from zephyr.eval.report import STAGE_LABELS
     from zephyr.models import resolve
 
     models = {"M0": str(ctx.recipe.model)}
@@ -110,64 +101,9 @@ def tasks_for(label: str, tasks: list[str]) -> list[str]:
     """The tasks of one model. reward_accuracy scores a preference-trained model (M2, M2-kto and
     their quantized copies) against the model its stage started from; M0 and M1 have no such
     reference (scored against themselves every pair ties), so their cell stays blank."""
-    from zephyr.eval.report import split_label
-
     if split_label(label)[0] in ("M2", "M2-kto"):
         return list(tasks)
     return [t for t in tasks if t != "reward_accuracy"]
-
-
-def model_size(model: Any, spec: str) -> dict:
-    from zephyr.models import resolve
-
-    params = sum(p.numel() for p in model.parameters())
-    path = Path(resolve(spec))
-    files = (
-        [path] if path.is_file() else [f for f in path.rglob("*") if f.suffix in WEIGHT_SUFFIXES]
-    )
-    return {"params": int(params), "disk_mb": round(sum(f.stat().st_size for f in files) / 1e6, 1)}
-
-
-def gen_speed(model: Any, tokenizer: Any, n: int) -> dict:
-    """Greedy decoding speed at batch 1: exactly `n` new tokens after a short warm-up."""
-    import torch
-
-    ids = tokenizer.apply_chat_template(
-        [{"role": "user", "content": SPEED_PROMPT}],
-        add_generation_prompt=True,
-        return_tensors="pt",
-        return_dict=True,
-    )["input_ids"].to(model.device)
-    kw = dict(
-        do_sample=False,
-        temperature=None,
-        top_p=None,
-        top_k=None,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.inference_mode():
-        model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=4,
-            min_new_tokens=4,
-            **kw,
-        )
-        t0 = time.perf_counter()
-        model.generate(
-            input_ids=ids,
-            attention_mask=torch.ones_like(ids),
-            max_new_tokens=n,
-            min_new_tokens=n,
-            **kw,
-        )
-        dt = time.perf_counter() - t0
-    return {
-        "tokens_per_s": round(n / dt, 2),
-        "new_tokens": n,
-        "batch": 1,
-        "prompt_tokens": int(ids.shape[1]),
-    }
 
 
 # ---------------------------------------------------------------------------- eval stage
@@ -198,43 +134,30 @@ def task_options(ctx: Any, sec: EvalSection, models: dict[str, str]) -> dict[str
     return opts
 
 
-def evaluate_shared(
-    label: str,
-    spec: str,
-    sec: EvalSection,
-    opts: dict,
-    data_dir: Path,
-    seed: int,
-    log_dir: Path,
-    console: Any,
-    cache: Path | None,
-    recipe: Any = None,
-) -> dict:
-    """evaluate_model, through the run directory's cache of (model, task) results when given."""
-    # the recipe's device (where it has one) goes to the model; its chat template into the key
-    kw = {"device": d} if (d := getattr(recipe, "device", None)) else {}
-    if cache is None:
-        console.print(f"[bold]{label}[/] ← {spec}")
-        return evaluate_model(label, spec, sec, opts, data_dir, seed, log_dir, console, **kw)
-    from zephyr.eval.cache import evaluate_cached
+@dataclass
+class EvalRun:
+    """What every model of one eval stage is scored with: the same options, items and seed."""
 
-    context = {"chat_template": getattr(recipe, "chat_template", None)}
-    return evaluate_cached(
-        label, spec, sec, opts, data_dir, seed, log_dir, console, cache, context, **kw
-    )
+    opts: dict  # per-task options (task_options)
+    data_dir: Path
+    seed: int
+    log_dir: Path  # per-item logs: log_dir/<label>/<task>.jsonl
+    console: Any
+    cache: Path | None = None  # the run directory's (model, task) results; None: score all
+    device: str = "auto"  # where each model runs (the recipe's device)
+    key_context: dict = field(default_factory=dict)  # joins the cache key (the chat template)
 
 
-def evaluate_model(
-    label: str,
-    spec: str,
-    sec: EvalSection,
-    opts: dict,
-    data_dir: Path,
-    seed: int,
-    log_dir: Path,
-    console: Any,
-    device: str = "auto",
-) -> dict:
+def evaluate_shared(label: str, spec: str, sec: EvalSection, shared: EvalRun) -> dict:
+    """evaluate_model, through the run directory's cache of (model, task) results when it has one."""
+    if shared.cache is None:
+        shared.console.print(f"[bold]{label}[/] ← {spec}")
+        return evaluate_model(label, spec, sec, shared)
+    return evaluate_cached(label, spec, sec, shared, evaluate_model)
+
+
+def evaluate_model(label: str, spec: str, sec: EvalSection, shared: EvalRun) -> dict:
+    """One model on `sec.tasks` (each task seeded alike), then its size and generation speed."""
     import torch
 
     from zephyr.device import place
@@ -246,27 +169,27 @@ def evaluate_model(
 
     t0 = time.perf_counter()
     model, tok = load_model(spec, dtype=sec.dtype)
-    scorer = Scorer(place(model, device), tok, batch_size=sec.batch_size)
+    scorer = Scorer(place(model, shared.device), tok, batch_size=sec.batch_size)
     scorer.calculator = trained_with(spec)  # generation tasks: the model's own convention
     tasks = {}
     for task in sec.tasks:
-        torch.manual_seed(seed)
+        torch.manual_seed(shared.seed)
         cfg = EvalConfig(
             task=task,
-            data_dir=data_dir,
+            data_dir=shared.data_dir,
             limit=sec.limits.get(task, sec.limit),
-            seed=seed,
+            seed=shared.seed,
             num_fewshot=sec.num_fewshot,
             batch_size=sec.batch_size,
-            log_dir=log_dir / label,
-            options=dict(opts.get(task, {})),
+            log_dir=shared.log_dir / label,
+            options=dict(shared.opts.get(task, {})),
         )
         t1 = time.perf_counter()
         res = run_task(scorer, task, cfg)
         res.extra.setdefault("seconds", round(time.perf_counter() - t1, 2))
         tasks[task] = res.to_dict()
         shown = "  ".join(f"{k}={v:.4g}" for k, v in list(res.metrics.items())[:4])
-        console.print(f"  {label} {task} (n={res.n}, {res.extra['seconds']:.1f}s): {shown}")
+        shared.console.print(f"  {label} {task} (n={res.n}, {res.extra['seconds']:.1f}s): {shown}")
     entry = {"path": spec, "tasks": tasks, "size": model_size(model, spec)}
     if sec.speed_tokens > 0:
         entry["speed"] = gen_speed(model, tok, sec.speed_tokens)
@@ -316,23 +239,23 @@ def run(ctx: Any) -> None:
     cache = ctx.out_dir.parent / "eval-cache"
     if not (ctx.out_dir.parent / LOCK_NAME).exists():
         cache = None
+    shared = EvalRun(
+        opts,
+        data_dir,
+        seed,
+        ctx.out_dir / "logs",
+        ctx.console,
+        cache=cache,
+        device=getattr(ctx.recipe, "device", None) or "auto",
+        key_context={"chat_template": getattr(ctx.recipe, "chat_template", None)},
+    )
     for label, spec in models.items():
         if label in done:
             ctx.console.print(f"[green]✓[/] {label}: evaluated earlier, kept")
             results["models"][label] = done[label]
             continue
-        results["models"][label] = evaluate_shared(
-            label,
-            spec,
-            dataclasses.replace(sec, tasks=tasks_for(label, sec.tasks)),
-            opts,
-            data_dir,
-            seed,
-            ctx.out_dir / "logs",
-            ctx.console,
-            cache,
-            ctx.recipe,
-        )
+        own = dataclasses.replace(sec, tasks=tasks_for(label, sec.tasks))
+        results["models"][label] = evaluate_shared(label, spec, own, shared)
         write_json(partial_path, {"key": key, "models": results["models"]})
     results["settings"] = {
         "limit": sec.limit,
@@ -353,39 +276,3 @@ def run(ctx: Any) -> None:
     ctx.console.print(
         f"eval: {len(models)} models x {len(sec.tasks)} tasks in {time.perf_counter() - t0:.0f}s"
     )
-
-
-# ---------------------------------------------------------------------------- report stage
-def run_report(ctx: Any) -> None:
-    """The report stage: report.md, report.html and plots/ from the eval results."""
-    from zephyr import provenance
-    from zephyr.eval.report import write_report
-
-    sec = from_dict(ReportSection, ctx.section, "report")
-    if "eval" not in ctx.inputs:
-        raise ZephyrError(
-            "the report stage needs the eval stage; add `eval` before `report` in the recipe's stages"
-        )
-    results = Path(ctx.inputs["eval"]) / "results.json"
-    training = {
-        s: Path(ctx.inputs[s]) / "metrics.jsonl"
-        for s in ("sft", "dpo", "kto")
-        if s in ctx.inputs and (Path(ctx.inputs[s]) / "metrics.jsonl").is_file()
-    }
-    paths = write_report(
-        [results],
-        ctx.out_dir,
-        title=sec.title or f"Zephyr report: {ctx.recipe.name}",
-        training=training,
-        plots=sec.plots,
-        hide=sec.hide,
-    )
-    write_json(
-        ctx.out_dir / "report.json",
-        provenance.record(
-            {"section": dataclasses.asdict(sec)},
-            inputs=[results, *training.values()],
-            outputs={k: str(v) for k, v in paths.items()},
-        ),
-    )
-    ctx.console.print(f"report: {paths['html']}")

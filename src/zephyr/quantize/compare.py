@@ -3,17 +3,16 @@
 Per model, each measured in its own fresh process (so peak RSS is that model's alone): on-disk
 size, peak RSS, greedy generation tokens/s, WikiText-2 test perplexity (sliding window), and
 optionally hellaswag / arc_challenge / mmlu accuracy on the same items with 95% intervals
-(through zephyr.eval when it is installed). Timings are noisy on a shared CPU: read the ratios
-to fp32 measured in the same run, not the absolute numbers.
+(through zephyr.eval). Disk MB and tok/s are zephyr.eval.measure's, the same as in the report's
+Table 1. Timings are noisy on a shared CPU: read the ratios to fp32 measured in the same run, not
+the absolute numbers.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import resource
-import statistics
 import subprocess
 import sys
 import time
@@ -25,6 +24,8 @@ from rich.console import Console
 from rich.table import Table
 
 from zephyr.errors import ZephyrError
+from zephyr.eval.measure import disk_mb, gen_speed
+from zephyr.eval.report_table import quant_rows
 from zephyr.io import read_json, write_json
 
 TASKS = ("hellaswag", "arc_challenge", "mmlu")
@@ -63,40 +64,12 @@ def wikitext_ids(tok: Any, data_root: Path, n_tokens: int) -> list[int]:
         chars *= 2
 
 
-def perplexity(model: Any, ids: list[int], window: int = 512, stride: int = 256) -> dict:
-    """Token perplexity with a sliding window: each window scores only its last `stride` new
-    tokens, with up to `window - stride` tokens of context (the HF perplexity recipe)."""
-    import torch
+def wikitext_perplexity(model: Any, tok: Any, data_root: Path, cfg: CompareConfig) -> dict:
+    """The eval stage's sliding-window token perplexity (zephyr.eval.engine.Scorer) on the first
+    `ppl_tokens` tokens of WikiText-2's test.txt."""
+    from zephyr.eval.engine import Scorer
 
-    nll, n, prev_end = 0.0, 0, 0
-    t = torch.tensor(ids, device=model.device)
-    with torch.no_grad():
-        for begin in range(0, len(ids) - 1, stride):
-            end = min(begin + window, len(ids))
-            x = t[begin:end].unsqueeze(0)
-            logits = model(x).logits.float()[0, :-1]
-            target = t[begin + 1 : end]
-            new = end - max(prev_end, begin + 1)  # tokens scored for the first time
-            lp = torch.log_softmax(logits[-new:], dim=-1).gather(1, target[-new:, None])
-            nll -= float(lp.sum())
-            n += new
-            prev_end = end
-            if end == len(ids):
-                break
-    return {"ppl": math.exp(nll / n), "tokens": n, "window": window, "stride": stride}
-
-
-def own_or_eval_perplexity(model: Any, tok: Any, data_root: Path, cfg: CompareConfig) -> dict:
-    """The eval stage's sliding-window token perplexity (zephyr.eval.engine.Scorer) when it is
-    installed, on the first `ppl_tokens` tokens of test.txt; else ours. Says which."""
     ids = wikitext_ids(tok, data_root, cfg.ppl_tokens)
-    try:
-        from zephyr.eval.engine import Scorer
-    except ImportError:
-        return {
-            **perplexity(model, ids, cfg.window, cfg.stride),
-            "impl": "zephyr.quantize.compare.perplexity",
-        }
     scorer = Scorer(model, tok, batch_size=4, progress=False)
     out = scorer.token_perplexity(tok.decode(ids), window=cfg.window, stride=cfg.stride)
     return {
@@ -108,34 +81,13 @@ def own_or_eval_perplexity(model: Any, tok: Any, data_root: Path, cfg: CompareCo
     }
 
 
-def generation_speed(model: Any, tok: Any, n_tokens: int, runs: int) -> float:
-    """Greedy tokens/s for exactly `n_tokens` new tokens after a chat prompt (median of runs)."""
-    import torch
-
-    msgs = [{"role": "user", "content": "Explain why the sky is blue in three sentences."}]
-    ids = tok.apply_chat_template(
-        msgs, add_generation_prompt=True, return_tensors="pt", return_dict=True
-    ).to(model.device)
-    kw = dict(do_sample=False, pad_token_id=tok.pad_token_id, eos_token_id=None)
-    with torch.no_grad():
-        model.generate(**ids, max_new_tokens=8, min_new_tokens=8, **kw)  # warm-up
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            model.generate(**ids, max_new_tokens=n_tokens, min_new_tokens=n_tokens, **kw)
-            times.append(time.perf_counter() - t0)
-    return n_tokens / statistics.median(times)
-
-
 def accuracy(model: Any, tok: Any, data_root: Path, cfg: CompareConfig) -> dict:
     """hellaswag / arc_challenge / mmlu through zephyr.eval (same seeded items for every model),
     with percentile-bootstrap 95% intervals over the items."""
-    try:
-        from zephyr.eval.bootstrap import ci
-        from zephyr.eval.engine import Scorer
-        from zephyr.eval.run import evaluate
-    except ImportError as e:
-        return {"skipped": f"zephyr.eval not available ({e})"}
+    from zephyr.eval.bootstrap import ci
+    from zephyr.eval.engine import Scorer
+    from zephyr.eval.run import evaluate
+
     scorer = Scorer(model, tok, batch_size=8, progress=False)
     res = evaluate(
         (model, tok),
@@ -183,8 +135,8 @@ def measure(spec: str, dtype: str, data_root: Path, cfg: CompareConfig) -> dict:
     model = place(model, "cpu" if cfg.device == "auto" else cfg.device)
     load_s = time.perf_counter() - t0
     torch.manual_seed(cfg.seed)
-    ppl = own_or_eval_perplexity(model, tok, data_root, cfg)
-    tps = generation_speed(model, tok, cfg.gen_tokens, cfg.gen_runs)
+    ppl = wikitext_perplexity(model, tok, data_root, cfg)
+    tps = gen_speed(model, tok, cfg.gen_tokens, cfg.gen_runs)["tokens_per_s"]
     acc = accuracy(model, tok, data_root, cfg) if cfg.eval_limit else {}
     return {
         "load_s": round(load_s, 2),
@@ -219,13 +171,6 @@ def measure_in_subprocess(
     result = read_json(out)
     out.unlink()
     return result
-
-
-def disk_mb(spec: str) -> float:
-    from zephyr.models import resolve
-    from zephyr.quantize.artifact import artifact_bytes
-
-    return artifact_bytes(resolve(spec)) / 2**20
 
 
 def compare_models(
@@ -299,48 +244,10 @@ def grid_note(source: str) -> str:
     return ""
 
 
-def _acc_cell(r: dict, task: str) -> str:
-    a = (r.get("tasks") or {}).get(task)
-    if not isinstance(a, dict) or "value" not in a:
-        return ""
-    lo, hi = a["ci95"] or (float("nan"), float("nan"))
-    return f"{a['value']:.3f} [{lo:.2f},{hi:.2f}]"
-
-
-def table_rows(report: dict) -> tuple[list[str], list[list[str]]]:
-    """compare.json as text cells, one row per model: size, RSS, speed, perplexity (each with its
-    ratio to fp32), the quantization's weight error and seconds, and accuracy [95% CI] when
-    eval_limit was set. The CLI's table and the report's Table 2 both print these."""
-    rows = report["models"]
-    tasks = [t for t in TASKS if any(_acc_cell(r, t) for r in rows.values())]
-    n = {t: next(r["tasks"][t]["n"] for r in rows.values() if _acc_cell(r, t)) for t in tasks}
-    cols = ["model", "disk MB", "x fp32", "peak RSS MB", "tok/s", "x fp32", "wikitext ppl"]
-    cols += ["x fp32", "weight err", "quant s"] + [f"{k} (n={n[k]})" for k in tasks]
-    out = []
-    for label, r in rows.items():
-        err, secs = r.get("weight_rel_error"), r.get("quantize_s")
-        out.append(
-            [
-                label,
-                f"{r['disk_mb']:.1f}",
-                f"{r['size_x_fp32']:.3f}",
-                f"{r['peak_rss_mb']:.0f}",
-                f"{r['tokens_per_s']:.1f}",
-                f"{r['speed_x_fp32']:.2f}",
-                f"{r['wikitext_ppl']:.3f}",
-                f"{r['ppl_x_fp32']:.4f}",
-                "" if err is None else f"{err:.2e}",
-                "" if secs is None else f"{secs:.0f}",
-                *[_acc_cell(r, k) for k in tasks],
-            ]
-        )
-    return cols, out
-
-
 def print_table(report: dict, console: Console | None = None) -> None:
-    """compare.json as a terminal table (`table_rows`), with its notes."""
+    """compare.json as a terminal table (the report's Table 2 cells), with its notes."""
     console = console or Console()
-    cols, rows = table_rows(report)
+    cols, rows = quant_rows(report)
     t = Table(title=f"quantization vs fp32: {report['source']}")
     for col in cols:
         t.add_column(col, justify="right")
