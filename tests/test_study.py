@@ -329,3 +329,24 @@ def test_reward_accuracy_only_for_preference_models_and_m0_once(tiny_model, shar
     table = report.split("## Table 1")[1].split("\n\n")[1]
     assert sum(line.startswith("| **M0** ") for line in table.splitlines()) == 1, table
     assert sum(line.startswith("| **M0 + DPO** ") for line in table.splitlines()) == 1, table
+
+
+def test_the_estimate_takes_the_bf16_rates_where_the_hardware_has_them(monkeypatch):
+    """Eval in `auto` / bfloat16 and bf16 training use the rates measured in bf16 only where the
+    CPU multiplies bf16 in hardware; an AVX2-only CPU keeps the fp32 rates."""
+    from types import SimpleNamespace
+
+    from zephyr import device, estimate
+
+    def stage(section: dict) -> SimpleNamespace:
+        recipe = SimpleNamespace(model="smollm2-135m", device="cpu")
+        return SimpleNamespace(ctx=SimpleNamespace(section=section, recipe=recipe))
+
+    ev = {"tasks": ["hellaswag"], "limit": 100}
+    for has_bf16, speedup in ((False, 1.0), (True, estimate.EVAL_BF16_SPEEDUP)):
+        monkeypatch.setattr(device, "cpu_bf16", lambda cpuinfo=None, v=has_bf16: v)
+        fp32 = estimate.eval_seconds_per_model(stage(ev))
+        auto = estimate.eval_seconds_per_model(stage({**ev, "dtype": "auto"}))
+        assert fp32 == pytest.approx(100 * estimate.EVAL_S_PER_ITEM["hellaswag"])
+        assert auto == pytest.approx(fp32 / speedup)
+        assert estimate._bf16(stage({"bf16": True})) is has_bf16
