@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -156,16 +158,28 @@ def _practice_log(audit, model_id: str):
     return log
 
 
+@dataclass
+class _Terminal:
+    """What every turn of the terminal chat needs."""
+
+    model: Any
+    tokenizer: Any
+    model_id: str
+    system: str
+    params: Any
+    policy: Any
+    audit: Any
+    ask: Callable[[str], str | None]
+    out: Callable[..., None]
+
+
 def chat_loop(
     model, tokenizer, model_id: str, system: str, params, policy, audit, ask, out
 ) -> None:
     """The terminal chat: `ask(prompt) -> str | None` reads a line (None at end of input)."""
-    import time
+    from zephyr.tutor.practice import PRACTICE_HELP, ChatPractice
 
-    from zephyr.tutor.generate import with_system
-    from zephyr.tutor.mcqa import answer_mcq, mcq_messages, say
-    from zephyr.tutor.practice import PRACTICE_HELP, ChatPractice, verify_reply
-
+    term = _Terminal(model, tokenizer, model_id, system, params, policy, audit, ask, out)
     history: list[dict] = []
     mode = "practice" if policy.practice.default_mode == "practice" else "chat"
     practice = ChatPractice(policy, _practice_log(audit, model_id))
@@ -197,68 +211,87 @@ def chat_loop(
             continue
         hits = policy.check(text, "input")
         if mode == "mcq":
-            choices = _read_choices(ask)
-            messages = mcq_messages(text, choices, system)
-            if hits:
-                out(hits[0].message)
-            elif len(choices) < 2:
-                out("(an MCQA question needs at least two choices)")
-                continue
-            else:
-                t0 = time.perf_counter()
-                ans = answer_mcq(
-                    model, tokenizer, text, choices, system,
-                    policy.mcqa.debias, policy.mcqa.min_confidence,
-                )  # fmt: skip
-                probs = "  ".join(f"{k} {v:.0%}" for k, v in ans["probs"].items())
-                out(f"answer: {'unsure' if ans['unsure'] else ans['letter']}    ({probs})")
-                if ans["unsure"]:
-                    out(say(ans, choices))
-            if audit is not None:
-                audit.log(
-                    model=model_id, endpoint="cli-mcq", messages=messages,
-                    response=hits[0].message if hits else ans["letter"],
-                    status="refused" if hits else "ok",
-                    latency_ms=0.0 if hits else (time.perf_counter() - t0) * 1000,
-                    flags=[h.to_dict() for h in hits],
-                )  # fmt: skip
-            continue
-        history.append({"role": "user", "content": text})
-        messages = with_system(history, system)
-        if hits:
-            out(hits[0].message)
-            history.pop()
-            if audit is not None:
-                audit.log(
-                    model=model_id,
-                    endpoint="cli-chat",
-                    messages=messages,
-                    response=hits[0].message,
-                    status="refused",
-                    flags=[h.to_dict() for h in hits],
-                )
-            continue
-        out("tutor> ", end="")
-        try:
-            result, flags = guarded(model, tokenizer, messages, params, policy, out)
-        except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
-            out("\n(stopped)")
-            history.pop()
-            continue
-        if flags:
-            out(f"\n{flags[0].message}")
-        elif note := verify_reply(text, result.text):  # exact check of the model's answer
-            out(f"\n{note}", end="")
-        out("")
-        history.append({"role": "assistant", "content": flags[0].message if flags else result.text})
-        if audit is not None:
-            audit.log(
-                model=model_id, endpoint="cli-chat", messages=messages, response=result.text,
-                status="refused" if flags else "ok",
-                finish_reason="content_filter" if flags else result.finish_reason,
-                latency_ms=result.total_s * 1000, prompt_tokens=result.prompt_tokens,
-                completion_tokens=result.completion_tokens, flags=[f.to_dict() for f in flags],
-            )  # fmt: skip
+            _mcq_turn(term, text, hits)
+        else:
+            _chat_turn(term, history, text, hits)
+
+
+def _mcq_turn(term: _Terminal, text: str, hits: list) -> None:
+    """Read the choices, answer with the letter and its probabilities, log the turn."""
+    import time
+
+    from zephyr.tutor.mcqa import answer_mcq, mcq_messages, say
+
+    choices = _read_choices(term.ask)
+    messages = mcq_messages(text, choices, term.system)
+    if hits:
+        term.out(hits[0].message)
+    elif len(choices) < 2:
+        term.out("(an MCQA question needs at least two choices)")
+        return
+    else:
+        t0 = time.perf_counter()
+        ans = answer_mcq(
+            term.model, term.tokenizer, text, choices, term.system,
+            term.policy.mcqa.debias, term.policy.mcqa.min_confidence,
+        )  # fmt: skip
+        probs = "  ".join(f"{k} {v:.0%}" for k, v in ans["probs"].items())
+        term.out(f"answer: {'unsure' if ans['unsure'] else ans['letter']}    ({probs})")
+        if ans["unsure"]:
+            term.out(say(ans, choices))
+    if term.audit is not None:
+        term.audit.log(
+            model=term.model_id, endpoint="cli-mcq", messages=messages,
+            response=hits[0].message if hits else ans["letter"],
+            status="refused" if hits else "ok",
+            latency_ms=0.0 if hits else (time.perf_counter() - t0) * 1000,
+            flags=[h.to_dict() for h in hits],
+        )  # fmt: skip
+
+
+def _chat_turn(term: _Terminal, history: list[dict], text: str, hits: list) -> None:
+    """Stream the tutor's answer to `text` (or the policy's refusal), then log the turn."""
+    from zephyr.tutor.generate import with_system
+    from zephyr.tutor.practice import verify_reply
+
+    history.append({"role": "user", "content": text})
+    messages = with_system(history, term.system)
+    if hits:
+        term.out(hits[0].message)
+        history.pop()
+        if term.audit is not None:
+            term.audit.log(
+                model=term.model_id,
+                endpoint="cli-chat",
+                messages=messages,
+                response=hits[0].message,
+                status="refused",
+                flags=[h.to_dict() for h in hits],
+            )
+        return
+    term.out("tutor> ", end="")
+    try:
+        result, flags = guarded(
+            term.model, term.tokenizer, messages, term.params, term.policy, term.out
+        )
+    except KeyboardInterrupt:  # Ctrl-C stops this answer, not the chat
+        term.out("\n(stopped)")
+        history.pop()
+        return
+    if flags:
+        term.out(f"\n{flags[0].message}")
+    elif note := verify_reply(text, result.text):  # exact check of the model's answer
+        term.out(f"\n{note}", end="")
+    term.out("")
+    history.append({"role": "assistant", "content": flags[0].message if flags else result.text})
+    if term.audit is not None:
+        term.audit.log(
+            model=term.model_id, endpoint="cli-chat", messages=messages, response=result.text,
+            status="refused" if flags else "ok",
+            finish_reason="content_filter" if flags else result.finish_reason,
+            latency_ms=result.total_s * 1000, prompt_tokens=result.prompt_tokens,
+            completion_tokens=result.completion_tokens, flags=[f.to_dict() for f in flags],
+        )  # fmt: skip
 
 
 def register(app: typer.Typer) -> None:
