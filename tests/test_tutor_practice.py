@@ -208,7 +208,7 @@ def test_verify_reply_notes():
 def test_server_chat_appends_the_exact_check(app_and_audit, monkeypatch):
     from fastapi.testclient import TestClient
 
-    from zephyr.tutor import server
+    from zephyr.tutor import routes_chat
     from zephyr.tutor.generate import GenResult
     from zephyr.tutor.practice import DISAGREE
 
@@ -218,7 +218,7 @@ def test_server_chat_appends_the_exact_check(app_and_audit, monkeypatch):
             on_text(text)
         return GenResult(text, 1, 5, "stop")
 
-    monkeypatch.setattr(server, "generate", fake_generate)
+    monkeypatch.setattr(routes_chat, "generate", fake_generate)
     app, audit = app_and_audit
     with TestClient(app) as c:
         r = c.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": TRAIN}]})

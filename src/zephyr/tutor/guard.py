@@ -1,15 +1,16 @@
-"""Host and Origin checks and the security headers: one ASGI middleware in front of the server.
+"""Host and Origin checks, the security headers and the bearer token for the tutor server.
 
 A page on any site can make a browser POST to a server on 127.0.0.1 (CSRF), and a hostname an
 attacker controls can be re-pointed at 127.0.0.1 (DNS rebinding). So the Host header must name
 the address the connection arrived on (plus `localhost` on loopback) or an `--allowed-host`, and
 a request that carries an Origin must come from this server's own origin or an
 `--allowed-origin`. A pure ASGI middleware (not starlette's BaseHTTPMiddleware) so handlers
-still see a client's disconnect.
+still see a client's disconnect. `check_token` is the routes' bearer-token check.
 """
 
 from __future__ import annotations
 
+import hmac
 import ipaddress
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
@@ -109,3 +110,19 @@ class Guard:
             return True
         scheme, sep, netloc = origin.partition("://")
         return bool(sep) and scheme in ("http", "https") and netloc == host.strip().lower()
+
+
+def check_token(authorization: str, token: str | None) -> None:
+    """401 unless `authorization` is `Bearer <token>` (nothing to check when token is None)."""
+    if not token:
+        return
+    scheme, _, value = authorization.partition(" ")
+    ok = scheme.lower() == "bearer" and hmac.compare_digest(value.strip().encode(), token.encode())
+    if not ok:
+        err = ApiError(
+            401,
+            "missing or wrong bearer token; send 'Authorization: Bearer <token>'",
+            code="invalid_api_key",
+        )
+        err.headers["WWW-Authenticate"] = "Bearer"
+        raise err

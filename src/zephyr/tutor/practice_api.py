@@ -2,7 +2,7 @@
 
 Sessions live in the server's memory (the newest MAX_SESSIONS). Every start, hint level, check
 and reveal is written to the audit log (endpoint "practice", finish_reason the event) so a
-teacher can review how a student got to an answer.
+teacher can review how a student got to an answer. The sessions are `request.app.state.practice`.
 """
 
 from __future__ import annotations
@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
 
-from fastapi import Request
+from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from zephyr.errors import ZephyrError
+from zephyr.tutor.policy import PracticePolicy
 from zephyr.tutor.practice import Session, load_gsm8k_bank, load_mcqa_bank, new_problem, recognise
+from zephyr.tutor.state import require_token, tutor_state
+from zephyr.tutor.validate import ApiError, Schema, read_body
 
 MAX_SESSIONS = 1024
 
@@ -44,85 +46,101 @@ def bank(data_root: str | None) -> dict:
     return {**load_gsm8k_bank(data_root), **load_mcqa_bank(data_root)}
 
 
-def add_routes(
-    app: Any,
-    check_auth: Callable,
-    read_body: Callable,
-    audit_log: Callable,
-    policy: Any,
-    data_root: str | None = None,
-) -> None:
-    """Add the practice routes to the tutor's FastAPI app."""
-    from zephyr.tutor.server import ApiError
+@dataclass
+class PracticeState:
+    """The practice rules, the open sessions (newest last) and the known items, loaded once."""
 
-    rules = policy.practice
-    sessions: OrderedDict[str, Session] = OrderedDict()
-    known_items: dict = {}
+    rules: PracticePolicy
+    data_root: str | None = None
+    sessions: OrderedDict[str, Session] = field(default_factory=OrderedDict)
+    known_items: dict = field(default_factory=dict)
 
-    def session(sid: str) -> Session:
-        if sid not in sessions:
+    def session(self, sid: str) -> Session:
+        if sid not in self.sessions:
             raise ApiError(404, f"no practice session {sid!r}; start one first", "id", "not_found")
-        return sessions[sid]
+        return self.sessions[sid]
 
-    async def log(sid: str, event: str, asked: str, said: str) -> None:
-        messages = [{"role": "user", "content": asked}]
-        await asyncio.to_thread(
-            audit_log, endpoint="practice", messages=messages, response=said,
-            finish_reason=event, flags=[{"rule": f"practice:{event}", "session": sid}],
-        )  # fmt: skip
-
-    @app.get("/v1/practice/policy")
-    async def practice_policy(request: Request):
-        check_auth(request)
-        from zephyr.data.synth import FAMILIES
-
-        return {"default_mode": rules.default_mode, "reveal_answer": rules.reveal_answer,
-                "worked_example": rules.worked_example, "families": FAMILIES}  # fmt: skip
-
-    @app.post("/v1/practice/start")
-    async def practice_start(request: Request):
-        check_auth(request)
-        req: StartRequest = await read_body(request, StartRequest)
-        if not known_items and data_root:
-            known_items.update(await asyncio.to_thread(bank, data_root))
-        try:
-            if req.question and req.question.strip():
-                known = recognise(req.question, req.choices, known_items)
-            else:
-                known = new_problem(req.family or "kinematics", req.seed)
-        except ZephyrError as e:
-            raise ApiError(422, str(e), "family", "invalid_value") from None
+    def open(self, session: Session) -> str:
+        """A new session's id; the oldest sessions go past MAX_SESSIONS."""
         sid = uuid.uuid4().hex[:16]
-        sessions[sid] = Session(known, rules.reveal_answer, rules.worked_example)
-        while len(sessions) > MAX_SESSIONS:
-            sessions.popitem(last=False)
-        body = {"id": sid, **sessions[sid].to_dict()}
-        await log(sid, "start", known.question, f"source={known.source}")
-        return body
+        self.sessions[sid] = session
+        while len(self.sessions) > MAX_SESSIONS:
+            self.sessions.popitem(last=False)
+        return sid
 
-    @app.post("/v1/practice/hint")
-    async def practice_hint(request: Request):
-        check_auth(request)
-        req: StepRequest = await read_body(request, StepRequest)
-        s = session(req.id)
-        step = s.hint()
-        await log(req.id, f"{step['kind']}:{step['level']}", s.known.question, step["text"])
-        return {"id": req.id, **step}
 
-    @app.post("/v1/practice/check")
-    async def practice_check(request: Request):
-        check_auth(request)
-        req: CheckRequest = await read_body(request, CheckRequest)
-        s = session(req.id)
-        verdict = s.check(req.answer)
-        await log(req.id, f"check:{verdict['verdict']}", req.answer, verdict["message"])
-        return {"id": req.id, **verdict}
+# Handlers that return a dict have no return annotation: FastAPI would make it a response model.
+router = APIRouter(dependencies=[Depends(require_token)])
 
-    @app.post("/v1/practice/reveal")
-    async def practice_reveal(request: Request):
-        check_auth(request)
-        req: StepRequest = await read_body(request, StepRequest)
-        s = session(req.id)
-        step = s.answer()
-        await log(req.id, f"reveal:{step['kind']}", s.known.question, step["text"])
-        return {"id": req.id, **step}
+
+def practice_state(request: Request) -> PracticeState:
+    return request.app.state.practice
+
+
+async def log(request: Request, sid: str, event: str, asked: str, said: str) -> None:
+    """One practice event as an audit row (endpoint `practice`, finish_reason the event)."""
+    messages = [{"role": "user", "content": asked}]
+    await asyncio.to_thread(
+        tutor_state(request).audit_log, endpoint="practice", messages=messages, response=said,
+        finish_reason=event, flags=[{"rule": f"practice:{event}", "session": sid}],
+    )  # fmt: skip
+
+
+async def read(request: Request, schema: type[Schema]) -> Schema:
+    return await read_body(request, schema, tutor_state(request).config.max_body_bytes)
+
+
+@router.get("/v1/practice/policy")
+async def practice_policy(request: Request):
+    from zephyr.data.synth import FAMILIES
+
+    rules = practice_state(request).rules
+    return {"default_mode": rules.default_mode, "reveal_answer": rules.reveal_answer,
+            "worked_example": rules.worked_example, "families": FAMILIES}  # fmt: skip
+
+
+@router.post("/v1/practice/start")
+async def practice_start(request: Request):
+    practice = practice_state(request)
+    req = await read(request, StartRequest)
+    if not practice.known_items and practice.data_root:
+        practice.known_items.update(await asyncio.to_thread(bank, practice.data_root))
+    try:
+        if req.question and req.question.strip():
+            known = recognise(req.question, req.choices, practice.known_items)
+        else:
+            known = new_problem(req.family or "kinematics", req.seed)
+    except ZephyrError as e:
+        raise ApiError(422, str(e), "family", "invalid_value") from None
+    rules = practice.rules
+    sid = practice.open(Session(known, rules.reveal_answer, rules.worked_example))
+    body = {"id": sid, **practice.sessions[sid].to_dict()}
+    await log(request, sid, "start", known.question, f"source={known.source}")
+    return body
+
+
+@router.post("/v1/practice/hint")
+async def practice_hint(request: Request):
+    req = await read(request, StepRequest)
+    s = practice_state(request).session(req.id)
+    step = s.hint()
+    await log(request, req.id, f"{step['kind']}:{step['level']}", s.known.question, step["text"])
+    return {"id": req.id, **step}
+
+
+@router.post("/v1/practice/check")
+async def practice_check(request: Request):
+    req = await read(request, CheckRequest)
+    s = practice_state(request).session(req.id)
+    verdict = s.check(req.answer)
+    await log(request, req.id, f"check:{verdict['verdict']}", req.answer, verdict["message"])
+    return {"id": req.id, **verdict}
+
+
+@router.post("/v1/practice/reveal")
+async def practice_reveal(request: Request):
+    req = await read(request, StepRequest)
+    s = practice_state(request).session(req.id)
+    step = s.answer()
+    await log(request, req.id, f"reveal:{step['kind']}", s.known.question, step["text"])
+    return {"id": req.id, **step}

@@ -7,12 +7,17 @@ Everything here runs before a request reaches the model and answers a bad input 
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, TypeVar
 
+from fastapi import Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ValidationError
+from starlette.requests import ClientDisconnect
 
 MAX_JSON_DEPTH = 32  # a chat body nests 5 deep; deeper is an attack on the parser, not a request
 JSON_TYPES = ("application/json",)
+TYPE_TAGS = {"str", "int", "float", "bool", "none", "dict", "list"}
+Schema = TypeVar("Schema", bound=BaseModel)
 
 
 class ApiError(Exception):
@@ -45,6 +50,102 @@ def check_content_type(value: str | None) -> None:
             f"Content-Type is '{value or ''}'; send the body as 'application/json'",
             "Content-Type",
             "unsupported_media_type",
+        )
+
+
+async def read_body(request: Request, schema: type[Schema], max_bytes: int) -> Schema:
+    """The request's JSON body validated against `schema`: 415, 413, 499, 400 or 422 if not."""
+    check_content_type(request.headers.get("content-type"))
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > max_bytes:
+        raise ApiError(
+            413,
+            f"the request body is {declared} bytes; the limit is {max_bytes}",
+            "body",
+            "body_too_large",
+        )
+    data = parse_json(await read_bytes(request, max_bytes))
+    if not isinstance(data, dict):
+        raise ApiError(
+            422,
+            f"the request body must be a JSON object, got {type(data).__name__}",
+            "body",
+            "invalid_type",
+        )
+    return check_schema(data, schema)
+
+
+async def read_bytes(request: Request, max_bytes: int) -> bytes:
+    """The body, read no further than `max_bytes` (a client may lie about Content-Length)."""
+    body = bytearray()
+    try:
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_bytes:
+                raise ApiError(
+                    413,
+                    f"the request body is over the limit of {max_bytes} bytes",
+                    "body",
+                    "body_too_large",
+                )
+    except ClientDisconnect:
+        raise ApiError(
+            499, "the client left while sending the body", "body", "client_closed"
+        ) from None
+    return bytes(body)
+
+
+def check_schema(data: dict, schema: type[Schema]) -> Schema:
+    """`schema` built from `data`; the first error is a 422 naming its field."""
+    try:
+        return schema.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        # union members add their type to the location ("content.str"): keep field names only
+        loc = [
+            str(p)
+            for p in first["loc"]
+            if not (isinstance(p, str) and (p in TYPE_TAGS or "[" in p))
+        ]
+        field = ".".join(loc) or "body"
+        raise ApiError(422, f"{field}: {first['msg']}", field, "invalid_value") from None
+
+
+def check_model(name: str | None, model_id: str) -> None:
+    """A request naming a model must name the one served here: 404 otherwise."""
+    if name and name != model_id:
+        raise ApiError(
+            404,
+            f"model '{name}' is not served here; use '{model_id}' (see GET /v1/models)",
+            "model",
+            "model_not_found",
+        )
+
+
+def check_chars(text: str, field: str, limit: int) -> None:
+    """A message, question or choice longer than `limit` characters is a 413 naming it."""
+    if len(text) > limit:
+        raise ApiError(
+            413,
+            f"{field} has {len(text)} characters; the limit is {limit}",
+            field,
+            "message_too_long",
+        )
+
+
+def check_count(n: int, limit: int) -> None:
+    """Too many turns in one chat request is a 422."""
+    if n > limit:
+        raise ApiError(
+            422, f"messages has {n} turns; the limit is {limit}", "messages", "too_many_messages"
+        )
+
+
+def check_max_tokens(n: int, limit: int) -> None:
+    """An answer longer than the server allows is a 422 (not silently shortened)."""
+    if n > limit:
+        raise ApiError(
+            422, f"max_tokens is {n}; the limit is {limit}", "max_tokens", "max_tokens_too_large"
         )
 
 
