@@ -73,7 +73,7 @@ def test_prefix_sharing_equals_separate_rows_and_never_leaks(tiny_model):
     from zephyr.models import load_model
     from zephyr.train.batching import collate_pairs, collate_shared
     from zephyr.train.encode import PairExample
-    from zephyr.train.policy import TokenLogps, seq_logps
+    from zephyr.train.logprobs import TokenLogps, seq_logps
     from zephyr.train.pref import encode_pairs
 
     model, tok = load_model(tiny_model)
@@ -167,7 +167,7 @@ def test_ipo_and_kto_train(tiny_model, tmp_path, monkeypatch, loss):
 
 def _dpo_loss_and_grads(lm, batch, seed: int, plain_head: bool = False, bf16: bool = False):
     """Summed DPO-style objective on a shared-prefix batch; LoRA grads; plain head if asked."""
-    from zephyr.train.policy import TokenLogps, autocast
+    from zephyr.train.logprobs import TokenLogps, autocast
 
     net = TokenLogps(lm)
     if plain_head:  # the unchunked reference: full logits, autograd through cross_entropy
@@ -197,12 +197,12 @@ def test_checkpointing_and_chunked_head_keep_loss_and_grads(tiny_model, monkeypa
     rounding under autocast; and the checkpointed run really recomputes the layers."""
     from zephyr.io import read_jsonl
     from zephyr.models import load_model
-    from zephyr.train import policy
+    from zephyr.train import logprobs
     from zephyr.train.batching import collate_shared
-    from zephyr.train.policy import add_lora
+    from zephyr.train.logprobs import add_lora
     from zephyr.train.pref import encode_pairs
 
-    monkeypatch.setattr(policy, "HEAD_CHUNK", 7)  # several chunks, the last one partial
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK", 7)  # several chunks, the last one partial
     runs = {}
     for gc in (False, True):
         model, tok = load_model(tiny_model, dtype="bfloat16" if bf16 else "float32")

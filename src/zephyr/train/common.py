@@ -17,8 +17,8 @@ from zephyr.device import Precision
 from zephyr.io import read_jsonl, write_json
 from zephyr.train.attention import use_fp32_attention
 from zephyr.train.config import TrainConfig
+from zephyr.train.logprobs import add_lora, bf16_supported
 from zephyr.train.plots import plot_metrics
-from zephyr.train.policy import add_lora, bf16_supported
 
 
 def accelerator(prec: Precision | None = None, cfg: TrainConfig | None = None, out_dir=None):

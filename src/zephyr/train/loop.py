@@ -28,7 +28,7 @@ from zephyr.io import append_jsonl, atomic_write
 from zephyr.train import checkpoint, tracking
 from zephyr.train.batching import micro_batches, plan_epoch, steps_per_epoch, total_steps
 from zephyr.train.config import TrainConfig
-from zephyr.train.policy import TokenLogps, autocast
+from zephyr.train.logprobs import TokenLogps, autocast
 
 
 class Halt(Exception):

@@ -37,9 +37,9 @@ from zephyr.train.common import accelerator as make_accelerator
 from zephyr.train.common import capped_rows, load_policy, to_device, train_precision
 from zephyr.train.config import PrefConfig
 from zephyr.train.encode import PairExample, encode_pair
+from zephyr.train.logprobs import TokenLogps, autocast, seg_counts, seq_logps
 from zephyr.train.loop import Task, fit_and_save
 from zephyr.train.losses import dpo_loss, ipo_loss, kto_kl, kto_loss
-from zephyr.train.policy import TokenLogps, autocast, seg_counts, seq_logps
 
 
 def encode_pairs(tok, rows: list[dict], cfg: PrefConfig) -> tuple[list[PairExample], int]:

@@ -20,8 +20,8 @@ from zephyr.train.common import accelerator as make_accelerator
 from zephyr.train.common import capped_rows, load_policy, to_device, train_precision
 from zephyr.train.config import SFTConfig
 from zephyr.train.encode import encode_sft
+from zephyr.train.logprobs import TokenLogps
 from zephyr.train.loop import Task, fit_and_save
-from zephyr.train.policy import TokenLogps
 
 
 def encode_all(tok, rows: list[dict], max_len: int) -> tuple[list, int]:
