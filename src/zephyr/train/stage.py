@@ -8,6 +8,7 @@ A stage re-entered after a crash finds its checkpoints in its own directory and 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from zephyr.chat_template import recipe_template
@@ -62,7 +63,7 @@ def start_model(ctx, cfg: PrefConfig) -> str:
     return ctx.recipe.model
 
 
-def _train(ctx, train, cfg, model: str) -> None:
+def _train(ctx, train: Callable[..., dict], cfg: SFTConfig | PrefConfig, model: str) -> None:
     """The tail every training stage shares: its data, out dir, seed, console and device."""
     train(cfg, model, _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console, device=_device(ctx))
 
