@@ -202,7 +202,7 @@ def trl(kind: str, args) -> dict:
     from transformers import TrainerCallback
 
     from zephyr.models import load_model
-    from zephyr.train.policy import bf16_supported
+    from zephyr.train.logprobs import bf16_supported
 
     model, tok = load_model("smollm2-135m")
     model.train()
@@ -361,7 +361,7 @@ def main() -> None:
 
     from zephyr.models import load_tokenizer, resolve
     from zephyr.train.encode import encode_sft
-    from zephyr.train.policy import bf16_supported
+    from zephyr.train.logprobs import bf16_supported
 
     bf16 = bf16_supported() and not args.fp32
     dtype = "bfloat16" if bf16 else "float32"

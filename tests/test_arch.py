@@ -115,7 +115,7 @@ def token_logps_match_forward(model, tok) -> None:
     """TokenLogps (decoder + head on target rows) equals log_softmax of the model's own logits."""
     from zephyr.train.batching import collate_sft
     from zephyr.train.encode import encode_sft
-    from zephyr.train.policy import TokenLogps
+    from zephyr.train.logprobs import TokenLogps
 
     rows = [json.loads(x) for x in (FIXTURES / "train/sft_train.jsonl").read_text().splitlines()]
     batch = collate_sft([encode_sft(tok, r, 64) for r in rows[:2]], tok.pad_token_id)
@@ -225,7 +225,7 @@ def test_chat_template_override_default_and_errors(tiny_model, tmp_path):
 def test_lora_targets_all_linear_or_named(tiny_model):
     from zephyr.errors import ZephyrError
     from zephyr.models import load_model
-    from zephyr.train.policy import add_lora
+    from zephyr.train.logprobs import add_lora
 
     model, _ = load_model(tiny_model)
     lm = add_lora(model, LoraSection(targets=["q_proj", "v_proj", "nope"]))

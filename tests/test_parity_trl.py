@@ -59,7 +59,7 @@ def small_data(tmp_path: Path, name: str) -> Path:
 def policy(tiny_model: Path, lora):
     """Zephyr's policy exactly as load_policy builds it (same seed, same LoRA init)."""
     from zephyr.models import load_model
-    from zephyr.train.policy import add_lora
+    from zephyr.train.logprobs import add_lora
 
     model, tok = load_model(tiny_model)
     torch.manual_seed(SEED)

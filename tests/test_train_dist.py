@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
@@ -115,11 +116,77 @@ def test_two_processes_match_one(tiny_model, tmp_path, monkeypatch):
     )  # it trained
 
 
+def kto_by_hand(model: Path, out: Path, home: Path, sets: list[str], step: int) -> tuple:
+    """KTO step `step` of a 2-process run (micro_batch 2 each) recomputed in this one process
+    from the checkpoint before it and the run's cached reference: (shared KL, loss, the two
+    per-process KL estimates). The shared estimate is the mean of the two, clamped at 0."""
+    from zephyr.train.batching import micro_batches, plan_epoch
+    from zephyr.train.cli import _parse_sets
+    from zephyr.train.common import load_policy
+    from zephyr.train.config import PrefConfig
+    from zephyr.train.logprobs import TokenLogps, seq_logps
+    from zephyr.train.losses import kto_loss
+    from zephyr.train.pref import pref_data
+    from zephyr.train.stage import section
+
+    cfg = section(PrefConfig, {**_parse_sets(sets), "loss": "kto"}, "kto")
+    lm, tok = load_policy(str(model), cfg, 0)
+    weights = torch.load(out / "checkpoints" / f"step-{step - 1:07d}" / "adapter.pt")
+    params = dict(lm.named_parameters())
+    with torch.no_grad():
+        for name, value in weights.items():
+            params[name].copy_(value)
+    data = pref_data(tok, cfg, FIXTURES / "pref_train.jsonl", FIXTURES / "pref_val.jsonl", 0)
+    (cache,) = (home / "ref_logps").glob("*.pt")
+    ref = torch.load(cache, weights_only=True)
+    net = TokenLogps(lm)
+    rows = plan_epoch(data.lengths, 2 * cfg.micro_batch, 0, 0)[step - 1]
+    mbs = [mb for r in (0, 1) for mb in micro_batches(rows, data.lengths, cfg.micro_batch, 2, r)]
+    assert len(mbs) == 2  # one micro-batch per process
+    with torch.no_grad():
+        local = [
+            float(
+                (
+                    seq_logps(net, data.unpaired([data.kl_rows[i] for i in mb])) - ref["kl"][mb]
+                ).mean()
+            )
+            for mb in mbs
+        ]
+        kl = torch.tensor(max(sum(local) / 2, 0.0))
+        loss = sum(
+            float(
+                kto_loss(
+                    seq_logps(net, data.unpaired([data.rows[i] for i in mb])),
+                    ref["rows"][mb],
+                    torch.tensor([i % 2 == 0 for i in mb]),
+                    kl,
+                    cfg.beta,
+                    cfg.desirable_weight,
+                    cfg.undesirable_weight,
+                ).sum()
+            )
+            for mb in mbs
+        )
+    return float(kl), loss / len(rows), local
+
+
 def test_kto_two_processes_share_one_kl_estimate(tiny_model, tmp_path):
-    """KTO's KL reference point is averaged over both processes (TRL gathers it): the run
-    completes in lockstep and logs one finite KL per step."""
-    sets = COMMON + ["micro_batch=2", "max_seq_len=160", "grad_accum=1", "max_steps=2"]
+    """KTO's KL reference point is averaged over both processes (TRL gathers it): the logged KL
+    and loss of each step equal one process's computation of that shared estimate from the
+    checkpoint before the step (and differ from what per-process estimates would give)."""
+    torch.set_num_threads(1)
+    sets = COMMON + ["micro_batch=2", "max_seq_len=160", "grad_accum=1", "max_steps=4"]
+    sets += ["save_every=1", "keep_checkpoints=0"]  # every step's start weights
     launch("kto", tiny_model, tmp_path / "kto2", sets, tmp_path / "home")
     rows = [r for r in metric_rows(tmp_path / "kto2") if "loss" in r]
-    assert [r["step"] for r in rows] == [1, 2]
-    assert all(r["kl"] >= 0 and r["kl"] == r["kl"] for r in rows)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert all(r["kl"] == r["kl"] for r in rows)  # finite
+    shared = 0
+    for row in rows[1:]:  # step 1 starts from the fresh adapter (no checkpoint before it)
+        kl, loss, local = kto_by_hand(
+            tiny_model, tmp_path / "kto2", tmp_path / "home", sets, row["step"]
+        )
+        assert row["kl"] == pytest.approx(kl, rel=1e-4, abs=1e-6), (row, kl, local)
+        assert row["loss"] == pytest.approx(loss, rel=1e-4, abs=1e-7), (row, loss, local)
+        shared += kl > 0 and abs(local[0] - local[1]) > 1e-4
+    assert shared  # some step's estimate is positive and the processes' own ones differ

@@ -73,7 +73,7 @@ def test_prefix_sharing_equals_separate_rows_and_never_leaks(tiny_model):
     from zephyr.models import load_model
     from zephyr.train.batching import collate_pairs, collate_shared
     from zephyr.train.encode import PairExample
-    from zephyr.train.policy import TokenLogps, seq_logps
+    from zephyr.train.logprobs import TokenLogps, seq_logps
     from zephyr.train.pref import encode_pairs
 
     model, tok = load_model(tiny_model)
@@ -167,7 +167,7 @@ def test_ipo_and_kto_train(tiny_model, tmp_path, monkeypatch, loss):
 
 def _dpo_loss_and_grads(lm, batch, seed: int, plain_head: bool = False, bf16: bool = False):
     """Summed DPO-style objective on a shared-prefix batch; LoRA grads; plain head if asked."""
-    from zephyr.train.policy import TokenLogps, autocast
+    from zephyr.train.logprobs import TokenLogps, autocast
 
     net = TokenLogps(lm)
     if plain_head:  # the unchunked reference: full logits, autograd through cross_entropy
@@ -197,12 +197,12 @@ def test_checkpointing_and_chunked_head_keep_loss_and_grads(tiny_model, monkeypa
     rounding under autocast; and the checkpointed run really recomputes the layers."""
     from zephyr.io import read_jsonl
     from zephyr.models import load_model
-    from zephyr.train import policy
+    from zephyr.train import logprobs
     from zephyr.train.batching import collate_shared
-    from zephyr.train.policy import add_lora
+    from zephyr.train.logprobs import add_lora
     from zephyr.train.pref import encode_pairs
 
-    monkeypatch.setattr(policy, "HEAD_CHUNK", 7)  # several chunks, the last one partial
+    monkeypatch.setattr(logprobs, "HEAD_CHUNK", 7)  # several chunks, the last one partial
     runs = {}
     for gc in (False, True):
         model, tok = load_model(tiny_model, dtype="bfloat16" if bf16 else "float32")
@@ -237,3 +237,42 @@ def test_checkpointing_and_chunked_head_keep_loss_and_grads(tiny_model, monkeypa
             # fp32, the same math in another order (chunks, thread count): rounding-level only
             torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
             torch.testing.assert_close(b, c, rtol=1e-4, atol=1e-6)
+
+
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.mark.parametrize("loss", ["sigmoid", "kto"])
+def test_resume_reproduces_loss_curve_and_weights(tiny_model, tmp_path, monkeypatch, loss):
+    """As SFT's resume test: a run halted after step 3 (last checkpoint: step 2) and resumed logs
+    the losses and validation of an uninterrupted run and ends with the same adapter weights."""
+    from safetensors.torch import load_file
+
+    from zephyr.train.loop import Halt
+    from zephyr.train.pref import train_pref
+
+    monkeypatch.setenv("ZEPHYR_HOME", str(tmp_path / "home"))
+    # dropout on: the RNG state must resume too
+    cfg = quick(loss=loss, save_every=2, max_steps=5, eval_every=2, lora=LoraSection(dropout=0.1))
+    train_pref(cfg, str(tiny_model), FIXTURES, tmp_path / "full", 0)
+    with pytest.raises(Halt):
+        train_pref(cfg, str(tiny_model), FIXTURES, tmp_path / "crash", 0, halt_after=3)
+    assert [p.name for p in sorted((tmp_path / "crash" / "checkpoints").glob("step-*"))] == [
+        "step-0000002"
+    ]
+    train_pref(cfg, str(tiny_model), FIXTURES, tmp_path / "crash", 0)  # picks up the checkpoint
+    full, resumed = _rows(tmp_path / "full"), _rows(tmp_path / "crash")
+    assert [r["step"] for r in full] == [r["step"] for r in resumed] == [0, 1, 2, 3, 4, 5]
+    keys = {"loss", "val_loss", "reward_acc", "margin", "kl", "train_margin", "grad_norm", "lr"}
+    for a, b in zip(full, resumed, strict=True):
+        assert a.keys() == b.keys()
+        for k in keys & a.keys():
+            assert a[k] == pytest.approx(b[k], abs=1e-6), (a["step"], k, a[k], b[k])
+    assert full[-1]["loss"] != full[1]["loss"]  # it trained
+    wa, wb = (
+        load_file(tmp_path / d / "adapter" / "adapter_model.safetensors") for d in ("full", "crash")
+    )
+    assert wa.keys() == wb.keys() and wa
+    for k in wa:
+        torch.testing.assert_close(wa[k], wb[k], rtol=1e-5, atol=1e-7)

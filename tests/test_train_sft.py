@@ -93,8 +93,8 @@ def test_grad_accum_equals_full_batch(tiny_model):
 
     from zephyr.io import read_jsonl
     from zephyr.models import load_model
+    from zephyr.train.logprobs import TokenLogps, add_lora
     from zephyr.train.loop import Task, backward_step
-    from zephyr.train.policy import TokenLogps, add_lora
     from zephyr.train.sft import encode_all, sft_task
 
     model, tok = load_model(tiny_model)

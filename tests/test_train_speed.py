@@ -30,13 +30,13 @@ def cpuinfo(flags: str, model: str = "AMD EPYC 7B13") -> str:
     [(EPYC_AVX2, False), (AVX512_NO_BF16, False), (XEON_AMX, True), (ZEN4, True), ("", False)],
 )
 def test_bf16_autocast_only_with_bf16_hardware(flags, expected):
-    from zephyr.train.policy import bf16_supported
+    from zephyr.train.logprobs import bf16_supported
 
     assert bf16_supported(cpuinfo(flags)) is expected
 
 
 def test_bf16_decision_reads_flags_not_other_fields():
-    from zephyr.train.policy import bf16_supported
+    from zephyr.train.logprobs import bf16_supported
 
     assert not bf16_supported(cpuinfo(EPYC_AVX2, model="not amx_bf16 avx512_bf16 hardware"))
 
@@ -45,7 +45,7 @@ def test_use_bf16_follows_the_cpu(monkeypatch):
     """The trainers' switch (recipe bf16: true) is off on an AVX2-only CPU: they train in fp32."""
     from zephyr.train import common
     from zephyr.train.config import SFTConfig
-    from zephyr.train.policy import bf16_supported
+    from zephyr.train.logprobs import bf16_supported
 
     for flags, expected in ((EPYC_AVX2, False), (XEON_AMX, True)):
         monkeypatch.setattr(common, "bf16_supported", lambda f=flags: bf16_supported(cpuinfo(f)))
@@ -58,7 +58,7 @@ def _logps_and_grads(tiny_model, fp32_attention: bool, bf16: bool):
     from zephyr.models import load_model
     from zephyr.train.attention import NAME, use_fp32_attention
     from zephyr.train.batching import collate_shared
-    from zephyr.train.policy import TokenLogps, add_lora, autocast, seq_logps
+    from zephyr.train.logprobs import TokenLogps, add_lora, autocast, seq_logps
     from zephyr.train.pref import encode_pairs
 
     model, tok = load_model(tiny_model, dtype="bfloat16" if bf16 else "float32")

@@ -13,8 +13,6 @@ from typing import Annotated
 
 import typer
 
-KINDS = {"sft": "sft", "dpo": "dpo", "kto": "kto"}
-
 
 def _parse_sets(pairs: list[str]) -> dict:
     import yaml

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
 import random
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -14,11 +11,11 @@ import torch
 
 from zephyr import device, provenance
 from zephyr.device import Precision
-from zephyr.io import read_jsonl, write_json
+from zephyr.io import atomic_dir, read_jsonl, write_json
 from zephyr.train.attention import use_fp32_attention
 from zephyr.train.config import TrainConfig
+from zephyr.train.logprobs import add_lora, bf16_supported
 from zephyr.train.plots import plot_metrics
-from zephyr.train.policy import add_lora, bf16_supported
 
 
 def accelerator(prec: Precision | None = None, cfg: TrainConfig | None = None, out_dir=None):
@@ -92,42 +89,25 @@ def to_device(batch: dict, device) -> dict:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
-def _save_dir(dest: Path, write) -> None:
-    """Write a directory into a temp sibling, then swap it in (no half-written model/)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-    try:
-        write(tmp)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(tmp, dest)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
 def save_outputs(
     lm: Any, tok: Any, out_dir: Path, cfg: TrainConfig, inputs: list[Path], **extra: Any
 ) -> dict:
     """adapter/, model/ (merged, what later stages load), plots/, train.json. Main process only."""
     from zephyr.io import read_jsonl as _rows
 
-    def adapter(d: Path) -> None:
+    # built in a temp sibling, then swapped in: the old adapter/ and model/ stay until the new is whole
+    with atomic_dir(out_dir / "adapter") as d:
         lm.save_pretrained(d)
         tok.save_pretrained(d)
-
-    _save_dir(out_dir / "adapter", adapter)
     if cfg.merge:
         from zephyr.models import load_model
 
         # merge into the fp32 base: a LoRA delta added to bf16 weights would mostly round away
         merged, _ = load_model(out_dir / "adapter", dtype="float32")
 
-        def model(d: Path) -> None:
+        with atomic_dir(out_dir / "model") as d:
             merged.save_pretrained(d, safe_serialization=True)
             tok.save_pretrained(d)
-
-        _save_dir(out_dir / "model", model)
     rows = _rows(out_dir / "metrics.jsonl") if (out_dir / "metrics.jsonl").exists() else []
     plot_metrics(rows, out_dir / "plots")
     final = [r for r in rows if "val_loss" in r]

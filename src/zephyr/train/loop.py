@@ -16,7 +16,7 @@ import json
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ from zephyr.io import append_jsonl, atomic_write
 from zephyr.train import checkpoint, tracking
 from zephyr.train.batching import micro_batches, plan_epoch, steps_per_epoch, total_steps
 from zephyr.train.config import TrainConfig
-from zephyr.train.policy import TokenLogps, autocast
+from zephyr.train.logprobs import TokenLogps, autocast
 
 
 class Halt(Exception):
@@ -91,212 +91,245 @@ def _truncate_metrics(path: Path, step: int) -> None:
                 f.write(json.dumps(r) + "\n")
 
 
-def fit(
-    cfg: TrainConfig,
-    task: Task,
-    lm: Any,
-    accelerator,
-    out_dir: Path,
-    seed: int,
-    console=None,
-    halt_after: int | None = None,
-    precision: Any = False,
-) -> list[dict]:
-    """Train `lm` (a PeftModel) in place; returns the metrics rows. Resumes from out_dir/checkpoints."""
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+@dataclass
+class Run:
+    """One training run as a trainer hands it to the loop: what to train, on what, where to write."""
 
-    world, rank, main = (
-        accelerator.num_processes,
-        accelerator.process_index,
-        accelerator.is_main_process,
-    )
-    step_rows = cfg.micro_batch * cfg.grad_accum * world
-    n_rows = len(task.lengths)
-    spe = steps_per_epoch(n_rows, step_rows)
-    steps = total_steps(n_rows, step_rows, cfg.epochs, cfg.max_steps)
+    cfg: TrainConfig
+    task: Task
+    lm: Any  # a PeftModel, trained in place
+    tok: Any
+    accelerator: Any
+    precision: Precision
+    out_dir: Path
+    seed: int
+    inputs: list[Path]  # inputs[0]: the training file (named when too small for one step)
+    console: Any = None
+    halt_after: int | None = None  # raise Halt after this step (tests of --resume)
+    extra: dict[str, Any] = field(default_factory=dict)  # train.json fields: kind, base, rows...
 
-    params = [p for p in lm.parameters() if p.requires_grad]
+    @property
+    def world(self) -> int:
+        return self.accelerator.num_processes
+
+    @property
+    def step_rows(self) -> int:
+        """Rows per optimizer step, over all processes."""
+        return self.cfg.micro_batch * self.cfg.grad_accum * self.world
+
+    @property
+    def main(self) -> bool:
+        return self.accelerator.is_main_process
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.out_dir / "metrics.jsonl"
+
+
+@dataclass
+class Optim:
+    """What `accelerator.prepare` made of a run's model, optimizer and schedule."""
+
+    net: Any
+    optimizer: Any
+    scheduler: Any
+    scaler: Any  # fp16 only: its state is checkpointed too
+    steps: int  # optimizer steps of the whole run
+    per_epoch: int  # optimizer steps per epoch
+
+
+def _prepare(run: Run) -> Optim:
+    cfg, n_rows = run.cfg, len(run.task.lengths)
+    steps = total_steps(n_rows, run.step_rows, cfg.epochs, cfg.max_steps)
+    params = [p for p in run.lm.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
     # one prepare call: DDP/FSDP wrap the net, FSDP re-points the optimizer at its sharded params,
     # DeepSpeed builds its engine from the pair; the scheduler steps once per optimizer step
-    net, optimizer, scheduler = accelerator.prepare(
-        TokenLogps(lm), optimizer, _schedule(optimizer, cfg, steps)
+    net, optimizer, scheduler = run.accelerator.prepare(
+        TokenLogps(run.lm), optimizer, _schedule(optimizer, cfg, steps)
     )
-    scaler = getattr(accelerator, "scaler", None)  # fp16 only: its state is checkpointed too
-    metrics_path = out_dir / "metrics.jsonl"
-    ckpt_root = out_dir / "checkpoints"
+    scaler = getattr(run.accelerator, "scaler", None)
+    return Optim(net, optimizer, scheduler, scaler, steps, steps_per_epoch(n_rows, run.step_rows))
 
-    warn = (lambda m: console.print(f"[yellow]{m}[/]")) if console and main else (lambda m: None)
+
+def _resume(run: Run, opt: Optim) -> int:
+    """Load the newest checkpoint (its step), or start a fresh metrics file (0)."""
+    console, acc = run.console, run.accelerator
+    warn = (
+        (lambda m: console.print(f"[yellow]{m}[/]")) if console and run.main else (lambda m: None)
+    )
     last, start = checkpoint.resume(
-        ckpt_root,
-        lm,
-        optimizer,
-        scheduler,
-        rank,
-        world,
-        accelerator.wait_for_everyone,
+        run.out_dir / "checkpoints",
+        run.lm,
+        opt.optimizer,
+        opt.scheduler,
+        acc.process_index,
+        run.world,
+        acc.wait_for_everyone,
         warn,
-        scaler,
+        opt.scaler,
     )
     if last is not None:
-        if main:
-            _truncate_metrics(metrics_path, start)
-            console and console.print(f"resuming from {last.name} (step {start}/{steps})")
-    elif main and metrics_path.exists():
-        metrics_path.unlink()
+        if run.main:
+            _truncate_metrics(run.metrics_path, start)
+            console and console.print(f"resuming from {last.name} (step {start}/{opt.steps})")
+    elif run.main and run.metrics_path.exists():
+        run.metrics_path.unlink()
+    return start
 
-    rows: list[dict] = []
 
-    def save(step: int) -> None:
-        checkpoint.save(
-            ckpt_root,
-            step,
-            lm,
-            optimizer,
-            scheduler,
-            rank,
-            world,
-            accelerator.wait_for_everyone,
-            cfg.keep_checkpoints,
-            scaler,
-        )
+def _save(run: Run, opt: Optim, step: int) -> None:
+    acc = run.accelerator
+    checkpoint.save(
+        run.out_dir / "checkpoints",
+        step,
+        run.lm,
+        opt.optimizer,
+        opt.scheduler,
+        acc.process_index,
+        run.world,
+        acc.wait_for_everyone,
+        run.cfg.keep_checkpoints,
+        opt.scaler,
+    )
 
-    def log(row: dict) -> None:
-        rows.append(row)
-        if main:
-            append_jsonl(metrics_path, row)
-        if cfg.report_to:  # accelerate's trackers (TensorBoard, trackio, W&B, MLflow)
-            accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
-    def validate(step: int) -> dict:
-        lm.eval()
-        with torch.no_grad(), autocast(precision):
-            out = task.evaluate(net)
-        lm.train()
-        return {"step": step, **out}
+def _log(run: Run, rows: list[dict], row: dict) -> None:
+    rows.append(row)
+    if run.main:
+        append_jsonl(run.metrics_path, row)
+    if run.cfg.report_to:  # accelerate's trackers (TensorBoard, trackio, W&B, MLflow)
+        run.accelerator.log({k: v for k, v in row.items() if k != "step"}, step=row["step"])
 
-    lm.train()
-    if start == 0:
-        log({**validate(0), "lr": scheduler.get_last_lr()[0]})
 
-    plans: dict[int, list[list[int]]] = {}
-    progress = Progress(
+def _validate(run: Run, opt: Optim, step: int) -> dict:
+    run.lm.eval()
+    with torch.no_grad(), autocast(run.precision):
+        out = run.task.evaluate(opt.net)
+    run.lm.train()
+    return {"step": step, **out}
+
+
+def _train_step(run: Run, opt: Optim, step: int, rows_of_step: list[int]) -> dict:
+    """One optimizer step over `rows_of_step` (this process's share of them); its metrics row."""
+    cfg, acc, task = run.cfg, run.accelerator, run.task
+    mbs = micro_batches(rows_of_step, task.lengths, cfg.micro_batch, run.world, acc.process_index)
+    t0 = time.perf_counter()
+    loss_sum, stats = backward_step(opt.net, acc, task, mbs, task.norm(rows_of_step), run.precision)
+    # unscales fp16 gradients first; FSDP clips its shards, DeepSpeed clips itself (None)
+    grad_norm = acc.clip_grad_norm_(
+        opt.net.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
+    )
+    lr = opt.scheduler.get_last_lr()[0]
+    opt.optimizer.step()
+    opt.scheduler.step()
+    opt.optimizer.zero_grad(set_to_none=True)
+    dt = time.perf_counter() - t0
+
+    local = torch.tensor([loss_sum] + [stats[k] for k in sorted(stats)], dtype=torch.float64)
+    summed = acc.reduce(local, "sum") if run.world > 1 else local
+    norm = task.norm(rows_of_step)
+    tokens = sum(task.lengths[i] for i in rows_of_step)
+    row = {
+        "step": step + 1,
+        "epoch": round((step + 1) / opt.per_epoch, 4),
+        "loss": float(summed[0]) / norm,
+        "lr": lr,
+        "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
+        "tokens": tokens,
+        "tok_s": round(tokens / dt, 1),
+    }
+    row.update(
+        {k: float(v) / norm for k, v in zip(sorted(stats), summed[1:].tolist(), strict=False)}
+    )
+    return row
+
+
+def _progress(run: Run):
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
         TextColumn("{task.fields[info]}"),
         TimeRemainingColumn(),
-        disable=not main,
-        console=console,
+        disable=not run.main,
+        console=run.console,
     )
-    with progress:
-        bar = progress.add_task("train", total=steps, completed=start, info="")
-        for step in range(start, steps):
-            epoch, k = divmod(step, spe)
-            if epoch not in plans:
-                plans[epoch] = plan_epoch(task.lengths, step_rows, seed, epoch)
-            rows_of_step = plans[epoch][k]
-            mbs = micro_batches(rows_of_step, task.lengths, cfg.micro_batch, world, rank)
-            t0 = time.perf_counter()
-            loss_sum, stats = backward_step(
-                net, accelerator, task, mbs, task.norm(rows_of_step), precision
-            )
-            # unscales fp16 gradients first; FSDP clips its shards, DeepSpeed clips itself (None)
-            grad_norm = accelerator.clip_grad_norm_(
-                net.parameters(), cfg.max_grad_norm if cfg.max_grad_norm > 0 else math.inf
-            )
-            lr = scheduler.get_last_lr()[0]
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            dt = time.perf_counter() - t0
 
-            local = torch.tensor(
-                [loss_sum] + [stats[k] for k in sorted(stats)], dtype=torch.float64
-            )
-            summed = accelerator.reduce(local, "sum") if world > 1 else local
-            norm = task.norm(rows_of_step)
-            tokens = sum(task.lengths[i] for i in rows_of_step)
-            row = {
-                "step": step + 1,
-                "epoch": round((step + 1) / spe, 4),
-                "loss": float(summed[0]) / norm,
-                "lr": lr,
-                "grad_norm": float(grad_norm) if grad_norm is not None else float("nan"),
-                "tokens": tokens,
-                "tok_s": round(tokens / dt, 1),
-            }
-            row.update(
-                {
-                    k: float(v) / norm
-                    for k, v in zip(sorted(stats), summed[1:].tolist(), strict=False)
-                }
-            )
-            last_step = step + 1 == steps
+
+def _info(row: dict) -> str:
+    val = f"  val {row['val_loss']:.4f}" if "val_loss" in row else ""
+    return f"loss {row['loss']:.4f}  {row['tok_s']:.0f} tok/s" + val
+
+
+def fit(run: Run) -> list[dict]:
+    """Train `run.lm` in place; returns the metrics rows. Resumes from out_dir/checkpoints."""
+    cfg = run.cfg
+    opt = _prepare(run)
+    start = _resume(run, opt)
+    rows: list[dict] = []
+    run.lm.train()
+    if start == 0:
+        _log(run, rows, {**_validate(run, opt, 0), "lr": opt.scheduler.get_last_lr()[0]})
+
+    plans: dict[int, list[list[int]]] = {}
+    with _progress(run) as progress:
+        bar = progress.add_task("train", total=opt.steps, completed=start, info="")
+        for step in range(start, opt.steps):
+            epoch, k = divmod(step, opt.per_epoch)
+            if epoch not in plans:
+                plans[epoch] = plan_epoch(run.task.lengths, run.step_rows, run.seed, epoch)
+            row = _train_step(run, opt, step, plans[epoch][k])
+            last_step = step + 1 == opt.steps
             if (cfg.eval_every and (step + 1) % cfg.eval_every == 0) or last_step:
-                row.update(validate(step + 1))
+                row.update(_validate(run, opt, step + 1))
             if (step + 1) % max(cfg.log_every, 1) == 0 or "val_loss" in row:
-                log(row)
+                _log(run, rows, row)
             else:
                 rows.append(row)
-            info = f"loss {row['loss']:.4f}  {row['tok_s']:.0f} tok/s" + (
-                f"  val {row['val_loss']:.4f}" if "val_loss" in row else ""
-            )
-            progress.update(bar, advance=1, info=info)
+            progress.update(bar, advance=1, info=_info(row))
             if cfg.save_every and (step + 1) % cfg.save_every == 0 and not last_step:
-                save(step + 1)
-            if halt_after is not None and step + 1 >= halt_after:
+                _save(run, opt, step + 1)
+            if run.halt_after is not None and step + 1 >= run.halt_after:
                 raise Halt(f"halted after step {step + 1}")
-    save(steps)
+    _save(run, opt, opt.steps)
     return rows
 
 
-def fit_and_save(
-    cfg: TrainConfig,
-    task: Task,
-    lm: Any,
-    tok: Any,
-    accelerator: Any,
-    out_dir: Path,
-    seed: int,
-    console: Any,
-    halt_after: int | None,
-    precision: Precision,
-    inputs: list[Path],
-    **extra: Any,
-) -> dict:
-    """`fit`, then adapter/model/plots/train.json from the main process; every process waits.
-    `inputs[0]` is the training file (named in the error when it is too small for one step)."""
+def fit_and_save(run: Run) -> dict:
+    """`fit`, then adapter/model/plots/train.json from the main process; every process waits."""
     from zephyr.train.common import save_outputs
 
-    step_rows = cfg.micro_batch * cfg.grad_accum * accelerator.num_processes
-    if len(task.lengths) < step_rows:
+    cfg, acc = run.cfg, run.accelerator
+    if len(run.task.lengths) < run.step_rows:
         raise ZephyrError(
-            f"{inputs[0]} gives {len(task.lengths)} usable rows, fewer than one step ({step_rows} = "
-            "micro_batch x grad_accum x processes); lower micro_batch or grad_accum"
+            f"{run.inputs[0]} gives {len(run.task.lengths)} usable rows, fewer than one step "
+            f"({run.step_rows} = micro_batch x grad_accum x processes); lower micro_batch or grad_accum"
         )
     if cfg.report_to:
-        tracking.start(accelerator, cfg, out_dir, extra.get("kind", "train"))
+        tracking.start(acc, cfg, run.out_dir, run.extra.get("kind", "train"))
     try:
-        fit(cfg, task, lm, accelerator, out_dir, seed, console, halt_after, precision)
+        fit(run)
     finally:
         if cfg.report_to:
-            accelerator.end_training()
-    accelerator.wait_for_everyone()
+            acc.end_training()
+    acc.wait_for_everyone()
     info = {}
-    if accelerator.is_main_process:
+    if run.main:
         info = save_outputs(
-            lm,
-            tok,
-            out_dir,
+            run.lm,
+            run.tok,
+            run.out_dir,
             cfg,
-            inputs,
-            seed=seed,
-            bf16=precision.dtype == torch.bfloat16,
-            precision=precision.label,
-            device=str(accelerator.device),
-            world=accelerator.num_processes,
-            **extra,
+            run.inputs,
+            seed=run.seed,
+            bf16=run.precision.dtype == torch.bfloat16,
+            precision=run.precision.label,
+            device=str(acc.device),
+            world=run.world,
+            **run.extra,
         )
-    accelerator.wait_for_everyone()
+    acc.wait_for_everyone()
     return info

@@ -58,7 +58,7 @@ def seq_logps_all(
     the last bit (loss exactly log 2, as TRL's in-batch reference gives), even under bf16.
     """
     from zephyr.train.common import to_device
-    from zephyr.train.policy import seq_logps
+    from zephyr.train.logprobs import seq_logps
 
     per_item: dict[int, torch.Tensor] = {}
     for idx in batches:

@@ -20,8 +20,8 @@ from zephyr.train.common import accelerator as make_accelerator
 from zephyr.train.common import capped_rows, load_policy, to_device, train_precision
 from zephyr.train.config import SFTConfig
 from zephyr.train.encode import encode_sft
-from zephyr.train.loop import Task, fit_and_save
-from zephyr.train.policy import TokenLogps
+from zephyr.train.logprobs import TokenLogps
+from zephyr.train.loop import Run, Task, fit_and_save
 
 
 def encode_all(tok, rows: list[dict], max_len: int) -> tuple[list, int]:
@@ -104,22 +104,25 @@ def train_sft(
             f"{precision.label}"
         )
     task = sft_task(examples, val, tok.pad_token_id, cfg.micro_batch, acc)
-    return fit_and_save(
-        cfg,
-        task,
-        lm,
-        tok,
-        acc,
-        out_dir,
-        seed,
-        console,
-        halt_after,
-        precision,
-        [train_path, val_path],
-        kind="sft",
-        base=model,
-        rows={"train": len(examples), "val": len(val), "dropped": dropped},
+    run = Run(
+        cfg=cfg,
+        task=task,
+        lm=lm,
+        tok=tok,
+        accelerator=acc,
+        precision=precision,
+        out_dir=out_dir,
+        seed=seed,
+        inputs=[train_path, val_path],
+        console=console,
+        halt_after=halt_after,
+        extra={
+            "kind": "sft",
+            "base": model,
+            "rows": {"train": len(examples), "val": len(val), "dropped": dropped},
+        },
     )
+    return fit_and_save(run)
 
 
 __all__ = ["train_sft", "TokenLogps"]

@@ -8,6 +8,7 @@ A stage re-entered after a crash finds its checkpoints in its own directory and 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 from zephyr.chat_template import recipe_template
@@ -62,20 +63,17 @@ def start_model(ctx, cfg: PrefConfig) -> str:
     return ctx.recipe.model
 
 
+def _train(ctx, train: Callable[..., dict], cfg: SFTConfig | PrefConfig, model: str) -> None:
+    """The tail every training stage shares: its data, out dir, seed, console and device."""
+    train(cfg, model, _data(ctx), ctx.out_dir, _seed(ctx, cfg), ctx.console, device=_device(ctx))
+
+
 @recipe_template
 def run_sft(ctx) -> None:
     from zephyr.train.sft import train_sft
 
     cfg = section(SFTConfig, ctx.section, "sft")
-    train_sft(
-        cfg,
-        ctx.recipe.model,
-        _data(ctx),
-        ctx.out_dir,
-        _seed(ctx, cfg),
-        ctx.console,
-        device=_device(ctx),
-    )
+    _train(ctx, train_sft, cfg, ctx.recipe.model)
 
 
 @recipe_template
@@ -87,15 +85,7 @@ def run_dpo(ctx) -> None:
         raise ZephyrError(
             "dpo.loss is 'kto'; KTO is its own stage: add `kto` to stages and a `kto:` section"
         )
-    train_pref(
-        cfg,
-        start_model(ctx, cfg),
-        _data(ctx),
-        ctx.out_dir,
-        _seed(ctx, cfg),
-        ctx.console,
-        device=_device(ctx),
-    )
+    _train(ctx, train_pref, cfg, start_model(ctx, cfg))
 
 
 @recipe_template
@@ -108,12 +98,4 @@ def run_kto(ctx) -> None:
             f"kto.loss is '{raw['loss']}'; the kto stage only trains KTO (use the dpo stage for sigmoid/ipo)"
         )
     cfg = section(PrefConfig, raw, "kto")
-    train_pref(
-        cfg,
-        start_model(ctx, cfg),
-        _data(ctx),
-        ctx.out_dir,
-        _seed(ctx, cfg),
-        ctx.console,
-        device=_device(ctx),
-    )
+    _train(ctx, train_pref, cfg, start_model(ctx, cfg))

@@ -1,4 +1,4 @@
-"""The trainable policy: base model + PEFT LoRA, and the one forward every loss uses.
+"""LoRA log-probs: the trainable policy (base model + PEFT LoRA) and the one forward every loss uses.
 
 `TokenLogps` returns the log-prob of each target token only: the LM head runs on the positions
 that predict a target (assistant tokens, completions), never on prompt or padding positions.
