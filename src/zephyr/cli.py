@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 
 from zephyr.errors import ZephyrError
+from zephyr.heap import limit_heap_growth
 
 app = typer.Typer(
     name="zephyr",
@@ -123,6 +124,7 @@ _register_stages()
 def main() -> None:
     """Entry point: user errors print one sentence and exit 2, never a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    limit_heap_growth()  # long studies and servers: freed tensors go back to the system
     try:
         app()
     except ZephyrError as e:
