@@ -35,7 +35,8 @@ def build(
     from zephyr.data import manifest
     from zephyr.data.build import build as run_build
     from zephyr.data.build import parse_config
-    from zephyr.pipeline import StageContext, load_recipe
+    from zephyr.pipeline import load_recipe
+    from zephyr.recipe import StageContext
 
     overrides = {"data_root": str(data_root.resolve())} if data_root else None
     rec = load_recipe(recipe, overrides)

@@ -11,8 +11,8 @@ from zephyr import provenance
 from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.io import write_json
-from zephyr.pipeline import StageContext
 from zephyr.quantize.compare import CompareConfig, compare_models, print_table
+from zephyr.recipe import StageContext
 
 SOURCES = ("dpo", "kto", "sft")  # the most-trained upstream model wins
 
