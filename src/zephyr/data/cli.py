@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from zephyr.recipe import DEFAULT_DATA_ROOT
+
 data_app = typer.Typer(
     help="Build and inspect the training data (SFT, preference, MCQA).", no_args_is_help=True
 )
@@ -23,7 +25,7 @@ def build(
         ),
     ],
     data_root: Annotated[
-        Path | None, typer.Option(help="Folder laid out like ../shared/data")
+        Path | None, typer.Option(help=f"Folder laid out like {DEFAULT_DATA_ROOT}")
     ] = None,
     strict: Annotated[
         bool, typer.Option(help="Fail on the first malformed row (file:line)")
