@@ -1,13 +1,13 @@
 """CLI commands of the quantize stage: `zephyr quantize MODEL --method M --out DIR [...]`.
 
 The defaults come from zephyr.quantize.settings (QuantizeOptions) and CompareConfig, so the
-command, the recipe section and the library cannot drift apart."""
+command, the recipe section and the library cannot drift apart; HELP holds the help texts."""
 
 from __future__ import annotations
 
 import dataclasses
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -17,14 +17,34 @@ from zephyr.quantize.settings import METHOD_HELP, QLORA, QuantizeConfig, Quantiz
 from zephyr.recipe import DEFAULT_DATA_ROOT
 
 OPTIONS, COMPARE = QuantizeOptions(), CompareConfig()
-LORA_BASE_HELP = (
-    "Quantize this base instead and keep MODEL's fine-tuning (MODEL - base) as bf16 low-rank "
-    "factors on top (label suffix -lora)"
-)
-ALSO_HELP = (
-    "--compare: more METHOD[-gN][-emb][-lora] labels quantized beside OUT and compared in the "
-    "same table, e.g. int8,int8-emb (-lora needs --lora-base)"
-)
+HELP = {
+    "method": METHOD_HELP,
+    "out": "Artifact directory to write",
+    "group_size": "int4 group size (32, 64, 128)",
+    "quantize_embedding": "Also store the embedding / tied lm_head as int8",
+    "skip_indivisible": "Keep layers the group size does not divide unquantized (recorded)",
+    "calib": "gptq/qlora: calibration JSONL or text (default: gsm8k train)",
+    "calib_samples": "gptq: number of calibration windows",
+    "steps": "easyquant: gradient steps after the range search",
+    "train_steps": "qlora: training steps",
+    "lora_base": "Quantize this base instead and keep MODEL's fine-tuning (MODEL - base) as bf16 "
+    "low-rank factors on top (label suffix -lora)",
+    "n_sigma": "easyquant: outlier threshold (std devs of the row)",
+    "data_root": f"Folder laid out like {DEFAULT_DATA_ROOT}",
+    "compare": "Then compare the artifact against fp32 and bf16 (writes compare.json)",
+    "ppl_tokens": "--compare: WikiText-2 test tokens scored",
+    "compare_also": "--compare: more METHOD[-gN][-emb][-lora] labels quantized beside OUT and "
+    "compared in the same table, e.g. int8,int8-emb (-lora needs --lora-base)",
+    "gen_runs": "--compare: generation runs (median)",
+    "eval_limit": "--compare: items per accuracy task (0: skip the tasks)",
+    "seed": "Random seed",
+    "device": "--compare: auto|cpu|cuda|mps (auto: CPU, as the artifacts)",
+}
+
+
+def opt(name: str) -> Any:
+    """The typer option for parameter `name`, with its help text from HELP."""
+    return typer.Option(help=HELP[name])
 
 
 def quantize(
@@ -32,53 +52,25 @@ def quantize(
         str,
         typer.Argument(help="Model spec: smollm2-135m, an HF dir, an adapter dir (merged first)"),
     ],
-    method: Annotated[str, typer.Option(help=METHOD_HELP)] = "int8",
-    out: Annotated[Path, typer.Option(help="Artifact directory to write")] = Path("quantized"),
-    group_size: Annotated[int, typer.Option(help="int4 group size (32, 64, 128)")] = (
-        OPTIONS.group_size
-    ),
-    quantize_embedding: Annotated[
-        bool, typer.Option(help="Also store the embedding / tied lm_head as int8")
-    ] = OPTIONS.quantize_embedding,
-    skip_indivisible: Annotated[
-        bool, typer.Option(help="Keep layers the group size does not divide unquantized (recorded)")
-    ] = OPTIONS.skip_indivisible,
-    calib: Annotated[
-        str | None,
-        typer.Option(help="gptq/qlora: calibration JSONL or text (default: gsm8k train)"),
-    ] = OPTIONS.calib,
-    calib_samples: Annotated[int, typer.Option(help="gptq: number of calibration windows")] = (
-        OPTIONS.calib_samples
-    ),
-    steps: Annotated[int, typer.Option(help="easyquant: gradient steps after the range search")] = (
-        OPTIONS.steps
-    ),
-    train_steps: Annotated[int, typer.Option(help="qlora: training steps")] = 20,
-    lora_base: Annotated[str | None, typer.Option(help=LORA_BASE_HELP)] = OPTIONS.lora_base,
-    n_sigma: Annotated[
-        float, typer.Option(help="easyquant: outlier threshold (std devs of the row)")
-    ] = OPTIONS.n_sigma,
-    data_root: Annotated[Path, typer.Option(help=f"Folder laid out like {DEFAULT_DATA_ROOT}")] = (
-        Path(DEFAULT_DATA_ROOT)
-    ),
-    compare: Annotated[
-        bool,
-        typer.Option(help="Then compare the artifact against fp32 and bf16 (writes compare.json)"),
-    ] = False,
-    ppl_tokens: Annotated[int, typer.Option(help="--compare: WikiText-2 test tokens scored")] = (
-        COMPARE.ppl_tokens
-    ),
-    compare_also: Annotated[str, typer.Option(help=ALSO_HELP)] = "",
-    gen_runs: Annotated[int, typer.Option(help="--compare: generation runs (median)")] = (
-        COMPARE.gen_runs
-    ),
-    eval_limit: Annotated[
-        int, typer.Option(help="--compare: items per accuracy task (0: skip the tasks)")
-    ] = COMPARE.eval_limit,
-    seed: Annotated[int, typer.Option(help="Random seed")] = 0,
-    device: Annotated[
-        str, typer.Option(help="--compare: auto|cpu|cuda|mps (auto: CPU, as the artifacts)")
-    ] = COMPARE.device,
+    method: Annotated[str, opt("method")] = "int8",
+    out: Annotated[Path, opt("out")] = Path("quantized"),
+    group_size: Annotated[int, opt("group_size")] = OPTIONS.group_size,
+    quantize_embedding: Annotated[bool, opt("quantize_embedding")] = OPTIONS.quantize_embedding,
+    skip_indivisible: Annotated[bool, opt("skip_indivisible")] = OPTIONS.skip_indivisible,
+    calib: Annotated[str | None, opt("calib")] = OPTIONS.calib,
+    calib_samples: Annotated[int, opt("calib_samples")] = OPTIONS.calib_samples,
+    steps: Annotated[int, opt("steps")] = OPTIONS.steps,
+    train_steps: Annotated[int, opt("train_steps")] = 20,
+    lora_base: Annotated[str | None, opt("lora_base")] = OPTIONS.lora_base,
+    n_sigma: Annotated[float, opt("n_sigma")] = OPTIONS.n_sigma,
+    data_root: Annotated[Path, opt("data_root")] = Path(DEFAULT_DATA_ROOT),
+    compare: Annotated[bool, opt("compare")] = False,
+    ppl_tokens: Annotated[int, opt("ppl_tokens")] = COMPARE.ppl_tokens,
+    compare_also: Annotated[str, opt("compare_also")] = "",
+    gen_runs: Annotated[int, opt("gen_runs")] = COMPARE.gen_runs,
+    eval_limit: Annotated[int, opt("eval_limit")] = COMPARE.eval_limit,
+    seed: Annotated[int, opt("seed")] = COMPARE.seed,
+    device: Annotated[str, opt("device")] = COMPARE.device,
 ) -> None:
     """Quantize a model into a reloadable artifact (`zephyr eval/chat/serve` take its directory)."""
     console = Console(stderr=True)
