@@ -197,14 +197,14 @@ def test_tutor_generate_uses_the_hook_and_hides_annotations(tiny, monkeypatch):
 
 
 def test_data_keeps_and_writes_annotations():
-    from zephyr.data.build import Synth as SynthRows
-    from zephyr.data.config import Synth
+    from zephyr.data.build import SynthRows
+    from zephyr.data.config import SynthConfig
     from zephyr.data.readers.gsm8k import solution
 
     answer = "She has 3 + 4 = <<3+4=7>>7 apples.\n#### 7"
     assert solution(answer) == "She has 3 + 4 = 7 apples.\nAnswer: 7"
     assert solution(answer, keep_calc=True) == "She has 3 + 4 = <<3+4=7>>7 apples.\nAnswer: 7"
-    cfg = Synth(n_per_family=5, families=["kinematics"])
+    cfg = SynthConfig(n_per_family=5, families=["kinematics"])
     plain = SynthRows(cfg).rows("sft")
     calc = SynthRows(cfg, calculator=True).rows("sft")
     assert all("<<" not in r["output"] for r in plain)

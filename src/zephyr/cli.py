@@ -7,15 +7,15 @@ Each stage package has a `cli.py` with `register(app)`, which adds its commands;
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from zephyr.errors import ZephyrError
+from zephyr.errors import exit_on_error
 from zephyr.heap import limit_heap_growth
+from zephyr.recipe import DEFAULT_DATA_ROOT
 
 app = typer.Typer(
     name="zephyr",
@@ -24,7 +24,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-console = Console(stderr=True)
 
 
 @app.callback()
@@ -42,7 +41,7 @@ def pipeline(
         bool, typer.Option(help="Run every stage afresh in an emptied directory (no resume)")
     ] = False,
     data_root: Annotated[
-        str | None, typer.Option(help="Folder laid out like ../shared/data")
+        str | None, typer.Option(help=f"Folder laid out like {DEFAULT_DATA_ROOT}")
     ] = None,
     out: Annotated[
         str | None, typer.Option(help="Output root (default: the recipe's `out`)")
@@ -122,17 +121,11 @@ _register_stages()
 
 
 def main() -> None:
-    """Entry point: user errors print one sentence and exit 2, never a traceback."""
+    """Entry point: user errors print one sentence and exit 2 (Ctrl-C: 130), never a traceback."""
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     limit_heap_growth()  # long studies and servers: freed tensors go back to the system
-    try:
+    with exit_on_error():
         app()
-    except ZephyrError as e:
-        console.print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
-    except KeyboardInterrupt:
-        console.print("[yellow]interrupted[/]")
-        sys.exit(130)
 
 
 if __name__ == "__main__":

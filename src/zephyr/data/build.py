@@ -3,12 +3,13 @@ decontaminate, cap -> shuffle and split -> JSONL outputs + manifest.json (all wr
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import re
 import time
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from rich.console import Console
@@ -22,13 +23,12 @@ from zephyr.data.config import EVAL_SETS, DataConfig, Source
 from zephyr.data.decontam import Index, file_texts
 from zephyr.data.readers import SYNTH, reader
 from zephyr.data.readers.common import find
-from zephyr.data.schema import prompt_messages
+from zephyr.data.schema import KINDS, prompt_messages
 from zephyr.data.stats import Stats
 from zephyr.data.text import question_key, row_fields, words
 from zephyr.errors import ZephyrError
 from zephyr.io import atomic_dir, write_json, write_jsonl
 
-KINDS = ("sft", "pref", "mcqa")
 HELDOUT = "pref_heldout.jsonl"  # preference pairs kept out of training, for reward accuracy
 # the eval sets decontamination knows by name: what the eval stage scores
 EVAL_SPECS = {
@@ -97,8 +97,8 @@ def input_files(cfg: DataConfig, root: Path) -> list[Path]:
     return list(dict.fromkeys(paths))
 
 
-class Synth:
-    """zephyr.data.synth.generate, called once per kind."""
+class SynthRows:
+    """The synthetic rows of one build: zephyr.data.synth.generate, called once per kind."""
 
     def __init__(self, cfg, calculator: bool = False):
         self.cfg, self.cache, self.calculator = cfg, {}, calculator
@@ -182,7 +182,12 @@ def rows_of(
 
 
 def read_source(
-    spec: Source, kind: str, root: Path, synth: Synth | None, cfg: DataConfig, stats_kind: str = ""
+    spec: Source,
+    kind: str,
+    root: Path,
+    synth: SynthRows | None,
+    cfg: DataConfig,
+    stats_kind: str = "",
 ) -> tuple[Stats, list[dict]]:
     """All rows of one source, labelled with its name, and its stats (malformed rows counted)."""
     stats = new_stats(spec.label, stats_kind or kind, cfg)
@@ -243,7 +248,7 @@ class Run:
     cfg: DataConfig
     root: Path
     seed: int
-    synth: Synth | None
+    synth: SynthRows | None
     index: Index | None
     dec_info: dict
     test_keys: set[str]
@@ -374,70 +379,104 @@ def build(
 def build_into(
     cfg: DataConfig, root: Path, out: Path, seed: int, console: Console, inputs: list[Path]
 ) -> dict:
+    """Every output of the build into the empty folder `out`, then its manifest."""
     t0 = time.time()
-    n_steps = (
-        len(cfg.decontam.against)
-        + len(cfg.decontam.files)
-        + sum(len(getattr(cfg, k)) for k in (*KINDS, "heldout"))
-    )
+    with progress_steps(console, n_steps(cfg)) as step:
+        run, test = start_run(cfg, root, seed, step)
+        written, extra = write_kinds(run, out, console)
+    if test:
+        written.append(write_synth_test(test, out))
+        extra["synth_test_overlap"] = overlap(test, out, written)
+    result = manifest_of(run, out, written, extra, inputs, t0)
+    write_json(out / manifest.NAME, result)
+    return result
+
+
+def n_steps(cfg: DataConfig) -> int:
+    """How many steps the progress bar counts: each eval set and file, then each source."""
+    sources = sum(len(getattr(cfg, k)) for k in (*KINDS, "heldout"))
+    return len(cfg.decontam.against) + len(cfg.decontam.files) + sources
+
+
+@contextlib.contextmanager
+def progress_steps(console: Console, total: int) -> Iterator[Callable[[str], None]]:
+    """A transient progress bar; yields `step(what)`, which names and counts the next step."""
     with Progress(*Progress.get_default_columns(), console=console, transient=True) as bar:
-        task = bar.add_task("data", total=n_steps)
+        task = bar.add_task("data", total=total)
 
         def step(what: str) -> None:
             bar.update(task, description=what)
             bar.advance(task)
 
-        index, dec_info = (
-            eval_index(cfg, root, step)
-            if cfg.decontam.against or cfg.decontam.files
-            else (None, {})
-        )
-        synth = Synth(cfg.synth, cfg.calculator) if cfg.synth is not None else None
-        # the generator derives its test set from a disjoint seed stream; any training row asking
-        # the same (normalised) question is dropped as well, whatever its source
-        n_test = cfg.synth.test_n_per_family if synth else 0
-        test = synth.rows("test", n_test) if n_test > 0 else []
-        run = Run(cfg, root, seed, synth, index, dec_info, {question_key(r) for r in test}, step)
-        written: list[str] = []
-        extra: dict = {}
-        for kind in build_order(cfg):
-            if not getattr(cfg, kind):
-                continue
-            if kind == "heldout":
-                rows, extra["heldout"] = run.heldout()
-                write_jsonl(out / HELDOUT, trl_rows.written("pref", rows))
-                written.append(HELDOUT)
-                continue
-            train, val = run.kind(kind, console)
-            if kind == "mcqa":
-                run.mcqa = (train, val)
-            write_jsonl(out / f"{kind}_train.jsonl", trl_rows.written(kind, train))
-            write_jsonl(out / f"{kind}_val.jsonl", trl_rows.written(kind, val))
-            written += [f"{kind}_train.jsonl", f"{kind}_val.jsonl"]
-    if test:
-        for r in test:
-            r.setdefault("source", SYNTH)
-        write_jsonl(out / "synth_test.jsonl", test)
-        written.append("synth_test.jsonl")
-        extra["synth_test_overlap"] = overlap(test, out, written)
-    for e in dec_info.values():
+        yield step
+
+
+def start_run(
+    cfg: DataConfig, root: Path, seed: int, step: Callable[[str], None]
+) -> tuple[Run, list[dict]]:
+    """What every kind shares (the eval-set index, the synthetic rows), and the synthetic test rows."""
+    has_evals = cfg.decontam.against or cfg.decontam.files
+    index, dec_info = eval_index(cfg, root, step) if has_evals else (None, {})
+    synth = SynthRows(cfg.synth, cfg.calculator) if cfg.synth is not None else None
+    # the generator derives its test set from a disjoint seed stream; any training row asking
+    # the same (normalised) question is dropped as well, whatever its source
+    n_test = cfg.synth.test_n_per_family if synth else 0
+    test = synth.rows("test", n_test) if n_test > 0 else []
+    run = Run(cfg, root, seed, synth, index, dec_info, {question_key(r) for r in test}, step)
+    return run, test
+
+
+def write_kinds(run: Run, out: Path, console: Console) -> tuple[list[str], dict]:
+    """Each kind's train and val JSONL (the held-out pairs in one file), in build order; returns
+    the file names written and the manifest's extra entries."""
+    written: list[str] = []
+    extra: dict = {}
+    for kind in build_order(run.cfg):
+        if not getattr(run.cfg, kind):
+            continue
+        if kind == "heldout":
+            rows, extra["heldout"] = run.heldout()
+            write_jsonl(out / HELDOUT, trl_rows.written("pref", rows))
+            written.append(HELDOUT)
+            continue
+        train, val = run.kind(kind, console)
+        if kind == "mcqa":  # an SFT source made of MCQA rows reads them next
+            run.mcqa = (train, val)
+        for split, rows in (("train", train), ("val", val)):
+            write_jsonl(out / f"{kind}_{split}.jsonl", trl_rows.written(kind, rows))
+            written.append(f"{kind}_{split}.jsonl")
+    return written, extra
+
+
+def write_synth_test(test: list[dict], out: Path) -> str:
+    """The synthetic held-out rows as synth_test.jsonl; returns the file name."""
+    for r in test:
+        r.setdefault("source", SYNTH)
+    write_jsonl(out / "synth_test.jsonl", test)
+    return "synth_test.jsonl"
+
+
+def manifest_of(
+    run: Run, out: Path, written: list[str], extra: dict, inputs: list[Path], t0: float
+) -> dict:
+    """manifest.json: seed, sources with their drops, decontamination, outputs, provenance."""
+    for e in run.dec_info.values():
         e["removed"]["total"] = sum(e["removed"].values())
-    result = {
-        "seed": seed,
-        "data_root": str(root),
+    cfg = run.cfg
+    return {
+        "seed": run.seed,
+        "data_root": str(run.root),
         "seconds": round(time.time() - t0, 2),
         "sources": manifest.sources(sorted(run.stats, key=lambda s: KINDS.index(s.kind))),
         "decontam": {
             "ngram": cfg.decontam.ngram,
             "max_doc_freq": cfg.decontam.max_doc_freq,
-            "eval_sets": dec_info,
+            "eval_sets": run.dec_info,
         },
         "outputs": manifest.outputs(out, sorted(written, key=output_order)),
         **extra,
         "provenance": provenance.record(dataclasses.asdict(cfg), inputs=inputs),
     }
-    write_json(out / manifest.NAME, result)
-    return result
 
 
 def build_order(cfg: DataConfig) -> list[str]:

@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from zephyr.recipe import DEFAULT_DATA_ROOT
+
 data_app = typer.Typer(
     help="Build and inspect the training data (SFT, preference, MCQA).", no_args_is_help=True
 )
@@ -23,7 +25,7 @@ def build(
         ),
     ],
     data_root: Annotated[
-        Path | None, typer.Option(help="Folder laid out like ../shared/data")
+        Path | None, typer.Option(help=f"Folder laid out like {DEFAULT_DATA_ROOT}")
     ] = None,
     strict: Annotated[
         bool, typer.Option(help="Fail on the first malformed row (file:line)")
@@ -35,7 +37,8 @@ def build(
     from zephyr.data import manifest
     from zephyr.data.build import build as run_build
     from zephyr.data.build import parse_config
-    from zephyr.pipeline import StageContext, load_recipe
+    from zephyr.pipeline import load_recipe
+    from zephyr.recipe import StageContext
 
     overrides = {"data_root": str(data_root.resolve())} if data_root else None
     rec = load_recipe(recipe, overrides)

@@ -37,7 +37,9 @@ class Decontam:
 
 
 @dataclass
-class Synth:
+class SynthConfig:
+    """`data.synth:`: what the synthetic generator (zephyr.data.synth) makes for this build."""
+
     seed: int = 0
     n_per_family: int = 200
     test_n_per_family: int = 20
@@ -55,7 +57,7 @@ class DataConfig:
     pii: bool = True
     unsafe: bool = True
     decontam: Decontam = field(default_factory=Decontam)
-    synth: Synth | None = None
+    synth: SynthConfig | None = None
     # GSM8K's <<expr=result>> annotations kept, synthetic solutions annotated (docs/tutor.md)
     calculator: bool = False
     sft: list[Source] = field(default_factory=list)

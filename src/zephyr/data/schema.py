@@ -14,6 +14,7 @@ import json
 import re
 import string
 
+KINDS = ("sft", "pref", "mcqa")  # the record kinds, in the order outputs and manifests list them
 LETTERS = string.ascii_uppercase
 
 # Worked solutions (synthetic data, tutor answers) end with a line "Answer: <value>".

@@ -8,7 +8,7 @@ from pathlib import Path
 from zephyr.data import mcqa_sft
 from zephyr.data.build import build, input_files, parse_config
 from zephyr.io import sha256_file, sha256_json
-from zephyr.pipeline import StageContext
+from zephyr.recipe import StageContext
 
 CODE = Path(__file__).resolve().parent  # the data package: its code shapes the outputs too
 

@@ -1,6 +1,6 @@
 """A quantized model on disk, and back: `save_artifact(...)` and `load_quantized(path)`.
 
-Layout of an artifact directory (written to a temp dir, then renamed):
+Layout of an artifact directory (built in a temp dir, then swapped in: zephyr.io.atomic_dir):
     config.json, generation_config.json, tokenizer files   (as save_pretrained writes them)
     model.safetensors   plain tensors: unquantized params in the runtime dtype, and for each
                         quantized linear `<name>.qweight` (+ `.scales/.zeros` int4 or `.scale`
@@ -15,9 +15,6 @@ store its codes and rebuild the tensor at load time.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +22,7 @@ import torch
 
 from zephyr.arch import embedding_name, module_name
 from zephyr.errors import ZephyrError
-from zephyr.io import read_json, write_json
+from zephyr.io import atomic_dir, read_json, write_json
 from zephyr.quantize.qweight import (
     Int4Weight,
     Int8Embedding,
@@ -33,6 +30,7 @@ from zephyr.quantize.qweight import (
     add_lora_hook,
     add_outlier_hook,
 )
+from zephyr.tokenizer import load_dir_tokenizer
 
 FORMAT = "zephyr-quant/1"
 # config.json's model_type: plain `AutoModelForCausalLM.from_pretrained` refuses the folder with an
@@ -53,15 +51,13 @@ def save_artifact(
     out: Path,
     extra: dict[str, torch.Tensor] | None = None,
 ) -> Path:
-    """Write the artifact atomically: everything goes to a temp dir beside `out`, then a rename.
-    `extra` tensors (the -lora variant's `<name>.lora_A/B`) are stored as they are."""
+    """Write the artifact atomically (zephyr.io.atomic_dir: an earlier `out` stays until this one
+    is complete). `extra` tensors (the -lora variant's `<name>.lora_A/B`) are stored as they are."""
     from safetensors.torch import save_file
 
     dtype = getattr(torch, meta["dtype"])
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with atomic_dir(out) as tmp:
         tied = bool(getattr(model.config, "tie_word_embeddings", False))
         embed, head = embedding_name(model), module_name(model, model.get_output_embeddings())
         skip = {f"{n}.weight" for n in weights}
@@ -93,12 +89,6 @@ def save_artifact(
             model.generation_config.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         write_json(tmp / "quantization.json", {"format": FORMAT, **meta})
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return out
 
 
@@ -135,8 +125,6 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
     from accelerate import init_empty_weights
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM, GenerationConfig
-
-    from zephyr.models import load_tokenizer
 
     path = Path(path)
     meta = read_meta(path)
@@ -186,7 +174,7 @@ def load_quantized(path: str | Path) -> tuple[Any, Any]:
     if (path / "generation_config.json").exists():
         model.generation_config = GenerationConfig.from_pretrained(path)
     model.zephyr_quantization = meta
-    return model.eval(), load_tokenizer(path)
+    return model.eval(), load_dir_tokenizer(path)
 
 
 def artifact_bytes(path: str | Path) -> int:

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 
 from zephyr.errors import ZephyrError
+from zephyr.recipe import DEFAULT_DATA_ROOT
 
 DEFAULT = "gsm8k/train.jsonl"  # worked math solutions: the tutor's domain, disjoint from WikiText
 
@@ -45,7 +46,7 @@ def load_texts(path: Path, tok: Any) -> list[str]:
 
 def calibration_ids(tok: Any, cfg: Any, data_root: Path | None) -> torch.Tensor:
     """`cfg.calib_samples` random windows of `cfg.calib_seqlen` tokens (seeded) -> [n, seqlen]."""
-    path = Path(cfg.calib) if cfg.calib else Path(data_root or "../shared/data") / DEFAULT
+    path = Path(cfg.calib) if cfg.calib else Path(data_root or DEFAULT_DATA_ROOT) / DEFAULT
     texts = load_texts(path, tok)
     random.Random(cfg.seed).shuffle(texts)
     ids: list[int] = []

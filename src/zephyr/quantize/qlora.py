@@ -9,9 +9,6 @@ quantized base). On this CPU it runs but buys nothing at 135M parameters (measur
 from __future__ import annotations
 
 import dataclasses
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +19,7 @@ from rich.progress import Progress
 
 from zephyr import provenance
 from zephyr.errors import ZephyrError
-from zephyr.io import append_jsonl, write_json
+from zephyr.io import append_jsonl, atomic_dir, write_json
 
 TARGETS = (
     "all-linear"  # PEFT: every linear of the decoder blocks (4-bit ones included), never the head
@@ -98,11 +95,9 @@ def train(
     ids = calibration_ids(tok, cfg, data_root)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     losses = []
     t0 = time.time()
-    try:
+    with atomic_dir(out) as tmp:
         model.train()
         with Progress(console=console) as bar:
             task = bar.add_task("qlora", total=cfg.steps)
@@ -130,12 +125,6 @@ def train(
                 "provenance": provenance.record(dataclasses.asdict(cfg)),
             },
         )
-        if out.exists():
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     console.print(
         f"qlora: {cfg.steps} steps, loss {losses[0]:.3f} -> {losses[-1]:.3f}, adapter -> {out}"
     )

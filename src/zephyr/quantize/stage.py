@@ -11,29 +11,23 @@ from zephyr import provenance
 from zephyr.chat_template import recipe_template
 from zephyr.config import from_dict
 from zephyr.io import write_json
-from zephyr.pipeline import StageContext
 from zephyr.quantize.compare import CompareConfig, compare_models, print_table
+from zephyr.quantize.settings import QuantizeConfig, QuantizeOptions, config_for, options_of
+from zephyr.recipe import StageContext
 
 SOURCES = ("dpo", "kto", "sft")  # the most-trained upstream model wins
 
 
 @dataclass
-class QuantizeSection:
-    # METHOD[-gN][-emb][-lora] labels (zephyr.quantize.methods.config_for): gN overrides
+class QuantizeSection(QuantizeOptions):
+    """The recipe's `quantize:` section: the method options (zephyr.quantize.settings; here
+    `calib` is relative to the recipe and `lora_base` defaults to the recipe's model), plus:"""
+
+    # METHOD[-gN][-emb][-lora] labels (zephyr.quantize.settings.config_for): gN overrides
     # group_size, -emb adds the int8 embedding, -lora quantizes lora_base and keeps the
     # fine-tuning as bf16 low-rank factors on top, e.g. [int8, int8-emb, awq-g32, int4-g32-lora]
     methods: list[str] = field(default_factory=lambda: ["int8", "int8-emb", "int4"])
     source: str | None = None  # sft | dpo | kto | a model spec; default: the most-trained model
-    group_size: int = 64
-    quantize_embedding: bool = False
-    skip_indivisible: bool = False
-    n_sigma: float = 3.0
-    steps: int = 0
-    calib: str | None = None
-    calib_samples: int = 32
-    lora_base: str | None = (
-        None  # -lora labels: the model fine-tuning started from (default: recipe's)
-    )
     compare: bool = True
     ppl_tokens: int = 4096
     gen_runs: int = 1
@@ -54,23 +48,17 @@ def source_model(ctx: StageContext, sec: QuantizeSection) -> str:
 @recipe_template
 def run(ctx: StageContext) -> None:
     # imported here (torch): the pipeline types QuantizeSection when a recipe loads
-    from zephyr.quantize.methods import QuantizeConfig, config_for, quantize
+    from zephyr.quantize.methods import quantize
 
     sec = from_dict(QuantizeSection, ctx.section, "quantize")
     src = source_model(ctx, sec)
     ctx.console.print(f"quantizing {src} with {', '.join(sec.methods)}")
     artifacts = {}
-    base = QuantizeConfig(
-        group_size=sec.group_size,
-        quantize_embedding=sec.quantize_embedding,
-        skip_indivisible=sec.skip_indivisible,
-        n_sigma=sec.n_sigma,
-        steps=sec.steps,
-        calib=str(ctx.path(sec.calib)) if sec.calib else None,
-        calib_samples=sec.calib_samples,
-        lora_base=sec.lora_base or ctx.recipe.model,
-        seed=ctx.recipe.seed,
-    )
+    options = options_of(sec) | {
+        "calib": str(ctx.path(sec.calib)) if sec.calib else None,
+        "lora_base": sec.lora_base or ctx.recipe.model,
+    }
+    base = QuantizeConfig(**options, seed=ctx.recipe.seed)
     cfgs = {label: config_for(label, base) for label in sec.methods}  # bad labels fail first
     for label, cfg in cfgs.items():
         out = ctx.out_dir / label

@@ -1,6 +1,7 @@
-"""One reader per source format. Each module has KINDS, `files(spec, root)` and
-`rows(spec, paths, stats, kind)` yielding canonical rows (see zephyr.data.schema); malformed records
-are counted in `stats` (file:line + reason) instead of stopping the build."""
+"""One reader per source format. Each module has GIVES (the record kinds it reads),
+`files(spec, root)` and `rows(spec, paths, stats, kind)` yielding canonical rows (see
+zephyr.data.schema); malformed records are counted in `stats` (file:line + reason) instead of
+stopping the build."""
 
 from __future__ import annotations
 
@@ -36,9 +37,9 @@ def reader(spec: Source, kind: str, where: str) -> ModuleType:
         known = ", ".join(sorted([*READERS, SYNTH]))
         raise ZephyrError(f"{where}: unknown source '{spec.source}'; known sources: {known}")
     module = importlib.import_module(f"zephyr.data.readers.{READERS[spec.source]}")
-    if kind not in module.KINDS:
+    if kind not in module.GIVES:
         raise ZephyrError(
-            f"{where}: source '{spec.source}' gives {'/'.join(module.KINDS)} rows, not {kind}; "
-            f"move it to data.{module.KINDS[0]}"
+            f"{where}: source '{spec.source}' gives {'/'.join(module.GIVES)} rows, not {kind}; "
+            f"move it to data.{module.GIVES[0]}"
         )
     return module

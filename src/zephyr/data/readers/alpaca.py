@@ -12,7 +12,7 @@ from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 from zephyr.errors import ZephyrError
 
-KINDS = ("sft",)
+GIVES = ("sft",)
 DEFAULTS = {
     "lima": "lima/lima.json",
     "code_alpaca": "code-alpaca/code_alpaca_2k.json",

@@ -14,11 +14,11 @@ from typing import Any
 
 from zephyr.data.config import Source
 from zephyr.data.readers.common import csv_records, find, json_array, jsonl
-from zephyr.data.schema import LETTERS, row_id
+from zephyr.data.schema import KINDS, LETTERS, row_id
 from zephyr.data.stats import Bad, Stats
 from zephyr.errors import ZephyrError
 
-KINDS = ("sft", "pref", "mcqa")
+GIVES = KINDS  # every record kind
 FORMATS = ("jsonl", "json", "csv", "parquet")
 
 

@@ -11,7 +11,7 @@ from zephyr.data.readers.common import find, jsonl, text
 from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 
-KINDS = ("sft",)
+GIVES = ("sft",)
 CALC = re.compile(r"<<[^<>]*>>")  # calculator annotations, e.g. 48/2 = <<48/2=24>>24
 FINAL = re.compile(r"\n?####\s*(.+?)\s*$")
 

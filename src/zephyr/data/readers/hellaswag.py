@@ -10,7 +10,7 @@ from zephyr.data.readers.common import find, open_text
 from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 
-KINDS = ("mcqa",)
+GIVES = ("mcqa",)
 
 
 def files(spec: Source, root: Path) -> list[Path]:

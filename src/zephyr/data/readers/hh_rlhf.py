@@ -16,7 +16,7 @@ from zephyr.data.readers.common import find, jsonl, text
 from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 
-KINDS = ("pref",)
+GIVES = ("pref",)
 SUBSETS = ("harmless-base", "helpful-base", "helpful-online", "helpful-rejection-sampled")
 TURN = re.compile(r"(?:^|\n\n)(Human|Assistant): ?")
 ROLES = {"Human": "user", "Assistant": "assistant"}

@@ -10,10 +10,11 @@ from pathlib import Path
 
 from zephyr.data.config import Source
 from zephyr.data.readers.generic import canonical
+from zephyr.data.schema import KINDS
 from zephyr.data.stats import Stats
 from zephyr.errors import ZephyrError
 
-KINDS = ("sft", "pref", "mcqa")
+GIVES = KINDS  # every record kind
 
 
 def files(spec: Source, root: Path) -> list[Path]:

@@ -11,7 +11,7 @@ from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 from zephyr.errors import ZephyrError
 
-KINDS = ("mcqa",)
+GIVES = ("mcqa",)
 SPLITS = ("dev", "val", "test")
 
 

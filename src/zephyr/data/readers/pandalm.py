@@ -15,7 +15,7 @@ from zephyr.data.readers.common import find, json_array, text
 from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 
-KINDS = ("pref",)
+GIVES = ("pref",)
 
 
 def files(spec: Source, root: Path) -> list[Path]:

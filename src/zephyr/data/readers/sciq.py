@@ -11,7 +11,7 @@ from zephyr.data.readers.common import find, json_array, text
 from zephyr.data.schema import row_id
 from zephyr.data.stats import Stats
 
-KINDS = ("mcqa",)
+GIVES = ("mcqa",)
 
 
 def files(spec: Source, root: Path) -> list[Path]:

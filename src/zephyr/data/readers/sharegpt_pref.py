@@ -10,7 +10,7 @@ from zephyr.data.readers.common import find, json_array, text
 from zephyr.data.schema import row_id
 from zephyr.data.stats import Bad, Stats
 
-KINDS = ("pref",)
+GIVES = ("pref",)
 ROLES = {
     "human": "user",
     "user": "user",

@@ -27,6 +27,7 @@ import random
 import re
 from collections.abc import Callable
 
+from zephyr.data.schema import KINDS as TRAIN_KINDS
 from zephyr.data.schema import normalize_answer, row_id
 from zephyr.data.synth import (
     arithmetic,
@@ -55,8 +56,7 @@ MAKERS: dict[str, Callable[[random.Random], Problem]] = {
     )
 }
 FAMILIES: list[str] = list(MAKERS)
-KINDS = ("sft", "pref", "mcqa", "test")
-TRAIN_KINDS = ("sft", "pref", "mcqa")
+KINDS = (*TRAIN_KINDS, "test")  # the record kinds (zephyr.data.schema) and the held-out set
 SOURCE = "synth"
 TEST_SHARE = 5  # one problem key in five belongs to the held-out side
 BARE_SHARE = 0.2  # rejected = bare answer; the rest carry a wrong final answer DPO can learn from
