@@ -65,7 +65,7 @@ SECTIONS: dict[str, str] = {
     "kto": "zephyr.train.config:PrefConfig",
     "quantize": "zephyr.quantize.stage:QuantizeSection",
     "eval": "zephyr.eval.stage:parse_section",
-    "report": "zephyr.eval.stage:ReportSection",
+    "report": "zephyr.eval.report_stage:ReportSection",
 }
 KEY_ALIASES = {"from": "start"}  # YAML keys that are Python keywords -> their dataclass field
 

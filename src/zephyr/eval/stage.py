@@ -21,9 +21,6 @@ from zephyr.errors import ZephyrError
 from zephyr.eval.cache import evaluate_cached
 from zephyr.eval.measure import gen_speed, model_size
 from zephyr.eval.report_collect import STAGE_LABELS, split_label
-
-# pipeline.SECTIONS names the report section here (zephyr.eval.stage:ReportSection)
-from zephyr.eval.report_stage import ReportSection  # noqa: F401
 from zephyr.io import read_json, sha256_json, write_json
 from zephyr.rundir import LOCK_NAME
 

@@ -186,11 +186,11 @@ def main() -> None:
     import os
     import sys
 
-    from rich.console import Console
-
-    from zephyr.errors import ZephyrError
+    from zephyr.errors import exit_on_error
+    from zephyr.heap import limit_heap_growth
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    limit_heap_growth()
     app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
 
     @app.callback()
@@ -198,11 +198,8 @@ def main() -> None:
         pass
 
     register(app)
-    try:
+    with exit_on_error():
         app(["train", *sys.argv[1:]])
-    except ZephyrError as e:
-        Console(stderr=True).print(f"[bold red]error:[/] {e}")
-        sys.exit(2)
 
 
 if __name__ == "__main__":

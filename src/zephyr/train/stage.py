@@ -7,7 +7,6 @@ A stage re-entered after a crash finds its checkpoints in its own directory and 
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,20 +15,9 @@ from zephyr.config import from_dict
 from zephyr.errors import ZephyrError
 from zephyr.train.config import PrefConfig, SFTConfig
 
-_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
-
-
-def _numbers(value):
-    """YAML 1.1 reads `1e-3` (no dot) as a string; take it as the float everyone means."""
-    if isinstance(value, dict):
-        return {k: _numbers(v) for k, v in value.items()}
-    if isinstance(value, str) and _NUMBER.fullmatch(value.strip()):
-        return float(value)
-    return value
-
 
 def section(cls, raw: dict, where: str):
-    raw = _numbers(dict(raw or {}))
+    raw = dict(raw or {})  # YAML's `1e-3`-as-string: config.from_dict reads it as a float
     if "from" in raw:  # `from` is the natural YAML key but a Python keyword
         raw["start"] = raw.pop("from")
     return from_dict(cls, raw, where)
