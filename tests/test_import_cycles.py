@@ -21,12 +21,21 @@ def modules(src: Path, package: str = "zephyr") -> dict[str, Path]:
     return out
 
 
+def _type_checking(test: ast.expr) -> bool:
+    return (isinstance(test, ast.Name) and test.id == "TYPE_CHECKING") or (
+        isinstance(test, ast.Attribute) and test.attr == "TYPE_CHECKING"
+    )
+
+
 def _top_level(body: list[ast.stmt]) -> list[ast.stmt]:
     """The statements that run at import: the body, and the branches of top-level if/try."""
     out = []
     for node in body:
         out.append(node)
         if isinstance(node, ast.If):
+            if _type_checking(node.test):  # `if TYPE_CHECKING:` never runs: annotations only
+                out += _top_level(node.orelse)
+                continue
             out += _top_level(node.body) + _top_level(node.orelse)
         elif isinstance(node, ast.Try):
             out += _top_level(node.body) + _top_level(node.orelse) + _top_level(node.finalbody)
@@ -114,7 +123,10 @@ def test_the_check_finds_a_cycle_and_ignores_function_imports(tmp_path):
     (pkg / "c.py").write_text("import pkg.a\n")
     (pkg / "d.py").write_text("def f():\n    from pkg import a\n")
     (pkg / "e.py").write_text("from pkg import d\n")
+    (pkg / "f.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import pkg.e\n"
+    )
     edges = graph(tmp_path, "pkg")
     assert edges["pkg.a"] == {"pkg.sub.b"} and edges["pkg.sub.b"] == {"pkg.c"}
-    assert edges["pkg.d"] == set() and edges["pkg.e"] == {"pkg.d"}
+    assert edges["pkg.d"] == set() and edges["pkg.e"] == {"pkg.d"} and edges["pkg.f"] == set()
     assert cycles(edges) == [["pkg.a", "pkg.c", "pkg.sub.b"]]

@@ -24,6 +24,9 @@ PERCENT = {
     "ties",
     "answer_rate",
     "p_gold",
+    "acc_cyclic",  # mcqa_letter's debiased scores (tutor/debias.py)
+    "p_gold_cyclic",
+    "acc_pride",
     "precision",
     "recall",
     "f1",
