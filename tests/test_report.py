@@ -592,3 +592,19 @@ def test_report_of_real_stages_labels_dpo_from_the_base(tiny_model, tmp_path, mo
     cell = t.cells[(key, "reward_accuracy", "accuracy")]  # M0 has no reference: no delta
     assert cell.value is not None and cell.delta is None
     assert (next(iter(got.rows)), "reward_accuracy", "accuracy") not in t.cells
+
+
+def test_paired_bleu_delta_resamples_both_models_together():
+    """Corpus BLEU has no per-item score: the paired interval resamples the items' sentence
+    statistics of both models jointly; a clearly better model's interval excludes 0."""
+    from zephyr.eval.report_table import paired_bleu_delta
+    from zephyr.eval.tasks.gsm8k import bleu_stats
+
+    refs = [f"step {i} gives {i * 3} apples so the answer is {i * 3}" for i in range(30)]
+    good = {"n": 30, "extra": {"bleu_stats": [bleu_stats(r, r) for r in refs]}}
+    bad = {"n": 30, "extra": {"bleu_stats": [bleu_stats("no idea", r) for r in refs]}}
+    lo, hi = paired_bleu_delta(good, bad, resamples=200, seed=0)
+    assert 0 < lo <= hi
+    lo, hi = paired_bleu_delta(good, good, resamples=200, seed=0)
+    assert lo == hi == 0
+    assert paired_bleu_delta(good, {"n": 29, "extra": {"bleu_stats": []}}, 200, 0) is None

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from zephyr.eval import bootstrap
 from zephyr.eval.report_collect import BASE, ROLES, Collected, split_label
 from zephyr.io import read_jsonl
@@ -95,12 +97,28 @@ class Cell:
 def paired_delta(
     a: dict, b: dict, metric: str, resamples: int, seed: int
 ) -> tuple[float, float] | None:
-    """Paired bootstrap interval of mean(a - b) when both results scored the same items."""
+    """Paired bootstrap interval of mean(a - b) when both results scored the same items; for
+    corpus BLEU, of BLEU(a) - BLEU(b) over jointly resampled sentence statistics."""
+    if metric == "bleu4":
+        return paired_bleu_delta(a, b, resamples, seed)
     xa, xb = (a.get("per_item") or {}).get(metric), (b.get("per_item") or {}).get(metric)
     if not xa or not xb or len(xa) != len(xb) or a.get("n") != b.get("n"):
         return None
     diffs = [p - q for p, q in zip(xa, xb, strict=True)]
     return bootstrap.ci(diffs, resamples=resamples, seed=seed)
+
+
+def paired_bleu_delta(a: dict, b: dict, resamples: int, seed: int) -> tuple[float, float] | None:
+    sa, sb = ((r.get("extra") or {}).get("bleu_stats") for r in (a, b))
+    if not sa or not sb or len(sa) != len(sb) or a.get("n") != b.get("n"):
+        return None
+    width = len(sa[0])  # one row per item: a's statistics, then b's
+
+    def diff(rows: np.ndarray) -> float:
+        return bootstrap.bleu_stat(rows[:, :width]) - bootstrap.bleu_stat(rows[:, width:])
+
+    joined = [list(x) + list(y) for x, y in zip(sa, sb, strict=True)]
+    return bootstrap.ci(joined, stat=diff, resamples=resamples, seed=seed)
 
 
 @dataclass
