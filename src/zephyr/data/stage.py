@@ -1,5 +1,8 @@
 """The `data` pipeline stage: the recipe's `data:` section -> sft/pref/mcqa train+val JSONL,
-synth_test.jsonl and manifest.json in ctx.out_dir (see docs/ARCHITECTURE.md)."""
+synth_test.jsonl and manifest.json in ctx.out_dir (see docs/ARCHITECTURE.md).
+
+Run: `zephyr pipeline RECIPE --stages data   (or: zephyr data build RECIPE --out DIR)`.
+"""
 
 from __future__ import annotations
 

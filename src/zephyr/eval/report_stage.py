@@ -1,5 +1,8 @@
 """The `report` stage of `zephyr pipeline`: report.md + report.html (+ plots/) from the eval
-stage's results and the training stages' logs (zephyr.eval.report does the writing)."""
+stage's results and the training stages' logs (zephyr.eval.report does the writing).
+
+Run: `zephyr pipeline RECIPE --stages report   (any runs: zephyr report RUN...)`.
+"""
 
 from __future__ import annotations
 

@@ -4,6 +4,8 @@ eval: every model the run produced -- M0 (recipe.model), M1 (sft), M2 (dpo), M2-
 each quantized artifact (`<source label>-<method>`) -- on the same tasks, items and seed; adds
 model size and greedy generation speed; writes results.json (+ logs/<label>/<task>.jsonl).
 Finished models are kept in results.partial.json, so a re-entered stage does not redo them.
+
+Run: `zephyr pipeline RECIPE --stages eval   (one model: zephyr eval MODEL --tasks ...)`.
 """
 
 from __future__ import annotations

@@ -1,5 +1,8 @@
 """The `quantize` stage of `zephyr pipeline`: quantize the most-trained model with each method of
-the recipe, into `<out_dir>/<method>/`, then (optionally) compare them all in `compare.json`."""
+the recipe, into `<out_dir>/<method>/`, then (optionally) compare them all in `compare.json`.
+
+Run: `zephyr pipeline RECIPE --stages quantize   (one model: zephyr quantize MODEL ...)`.
+"""
 
 from __future__ import annotations
 

@@ -3,6 +3,10 @@
 DPO/KTO start from the SFT stage's merged model when the recipe has an sft stage (`from: auto`,
 the default), or from the base model (`from: base`); `from: sft` insists on the SFT model.
 A stage re-entered after a crash finds its checkpoints in its own directory and resumes.
+Reads the data stage's sft_*.jsonl / pref_*.jsonl; writes adapter/, model/, metrics.jsonl,
+checkpoints/, plots/ and train.json into its directory.
+
+Run: `zephyr pipeline RECIPE --stages data,sft,dpo   (or: zephyr train sft|dpo|kto ...)`.
 """
 
 from __future__ import annotations
