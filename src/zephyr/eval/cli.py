@@ -9,6 +9,7 @@ import typer
 
 from zephyr.errors import ZephyrError, exit_on_error
 from zephyr.eval.report_cli import register as register_report
+from zephyr.recipe import DEFAULT_DATA_ROOT
 
 
 def _fmt(value: float) -> str:
@@ -48,7 +49,7 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Comma-separated tasks, e.g. hellaswag,arc_challenge,mmlu")
         ] = "hellaswag",
         data_dir: Annotated[Path, typer.Option(help="Folder laid out like ../shared/data")] = Path(
-            "../shared/data"
+            DEFAULT_DATA_ROOT
         ),
         limit: Annotated[
             int | None, typer.Option(help="Seeded sample of N items per task (default: all)")

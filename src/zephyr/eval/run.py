@@ -15,6 +15,7 @@ from typing import Any
 
 from zephyr.errors import ZephyrError
 from zephyr.eval.task import TASKS, EvalConfig, TaskResult
+from zephyr.recipe import DEFAULT_DATA_ROOT
 
 
 def parse_tasks(tasks: str | list[str]) -> list[str]:
@@ -85,7 +86,7 @@ def make_scorer(
 def evaluate(
     model: Any,
     tasks: str | list[str],
-    data_dir: str | Path = "../shared/data",
+    data_dir: str | Path = DEFAULT_DATA_ROOT,
     limit: int | None = None,
     seed: int = 0,
     batch_size: int = 8,

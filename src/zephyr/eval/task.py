@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from zephyr.recipe import DEFAULT_DATA_ROOT
+
 # task name -> module under zephyr.eval.tasks (imported lazily)
 TASKS: dict[str, str] = {
     "hellaswag": "hellaswag",
@@ -31,7 +33,7 @@ TASKS: dict[str, str] = {
 @dataclass
 class EvalConfig:
     task: str = ""
-    data_dir: Path = Path("../shared/data")  # laid out like ../shared/data (same file names)
+    data_dir: Path = Path(DEFAULT_DATA_ROOT)  # laid out like ../shared/data (same file names)
     limit: int | None = None  # first N items after a seeded shuffle (None: all)
     seed: int = 0
     num_fewshot: int | None = None  # None: the task's lm-eval default

@@ -122,8 +122,7 @@ def _extract(sdist: Path, out: Path) -> None:
 
 
 if __name__ == "__main__":
-    try:
+    from zephyr.errors import exit_on_error
+
+    with exit_on_error():
         print(converter_dir())
-    except ZephyrError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)
