@@ -229,31 +229,53 @@ def test_the_eval_cache_scores_each_model_and_task_once(tmp_path: Path):
     assert calls[-1] == ("M0", ["hellaswag", "reward_accuracy"])
 
 
+TINY_TRAIN = {"max_steps": 1, "micro_batch": 2, "max_seq_len": 64, "max_val": 2}
+
+
+def tiny_study(
+    tmp_path: Path,
+    tiny_model: Path,
+    shared_data: Path,
+    data: dict,
+    eval_: dict,
+    variants: list[dict],
+    **sections: dict,
+) -> Path:
+    """A study recipe on the tiny model: the real data stage on synthetic rows, one-step training."""
+    path = tmp_path / "study.yaml"
+    recipe = {
+        "name": "tiny",
+        "model": str(tiny_model),
+        "out": str(tmp_path / "runs"),
+        "data_root": str(shared_data),
+        "stages": ["data", "sft", "eval"],
+        "data": {
+            "synth": {"n_per_family": 3, "test_n_per_family": 1},
+            "decontam": {"against": []},
+            "sft": [{"source": "synth"}],
+            "val_fraction": 0.2,
+            **data,
+        },
+        "sft": dict(TINY_TRAIN),
+        **sections,
+        "eval": {**eval_, "speed_tokens": 0},
+        "variants": variants,
+    }
+    path.write_text(yaml.safe_dump(recipe))
+    return path
+
+
 def test_a_real_study_on_the_tiny_model_shares_data_and_m0(tiny_model, shared_data, tmp_path):
     """The real data, sft and eval stages: two schedules, one data dir, M0 scored once, one report."""
     import json
 
-    path = tmp_path / "study.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny",
-                "model": str(tiny_model),
-                "out": str(tmp_path / "runs"),
-                "data_root": str(shared_data),
-                "stages": ["data", "sft", "eval"],
-                "data": {
-                    "synth": {"n_per_family": 3, "test_n_per_family": 1},
-                    "decontam": {"against": []},
-                    "sft": [{"source": "synth"}],
-                    "mcqa": [{"source": "synth"}],
-                    "val_fraction": 0.2,
-                },
-                "sft": {"max_steps": 1, "micro_batch": 2, "max_seq_len": 64, "max_val": 2},
-                "eval": {"tasks": ["mcqa_letter"], "limit": 2, "speed_tokens": 0},
-                "variants": [{"name": "cosine"}, {"name": "constant", "sft.schedule": "constant"}],
-            }
-        )
+    path = tiny_study(
+        tmp_path,
+        tiny_model,
+        shared_data,
+        data={"mcqa": [{"source": "synth"}]},
+        eval_={"tasks": ["mcqa_letter"], "limit": 2},
+        variants=[{"name": "cosine"}, {"name": "constant", "sft.schedule": "constant"}],
     )
     out = study.run_study(path, console=Console(quiet=True))
     root = tmp_path / "runs" / "tiny"
@@ -287,35 +309,17 @@ def test_reward_accuracy_only_for_preference_models_and_m0_once(tiny_model, shar
     (against M0) only, so M0's scores are equal in both runs and the report shows one M0 row."""
     import json
 
-    path = tmp_path / "study.yaml"
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "name": "tiny",
-                "model": str(tiny_model),
-                "out": str(tmp_path / "runs"),
-                "data_root": str(shared_data),
-                "stages": ["data", "sft", "eval"],
-                "data": {
-                    "synth": {"n_per_family": 3, "test_n_per_family": 1},
-                    "decontam": {"against": []},
-                    "sft": [{"source": "synth"}],
-                    "pref": [{"source": "synth"}],
-                    "val_fraction": 0.2,
-                },
-                "sft": {"max_steps": 1, "micro_batch": 2, "max_seq_len": 64, "max_val": 2},
-                "dpo": {"max_steps": 1, "micro_batch": 2, "max_seq_len": 64, "max_val": 2},
-                "eval": {"tasks": ["reward_accuracy"], "limit": 3, "speed_tokens": 0},
-                "variants": [
-                    {"name": "sft only"},
-                    {
-                        "name": "dpo from base",
-                        "stages": ["data", "dpo", "eval"],
-                        "dpo.from": "base",
-                    },
-                ],
-            }
-        )
+    path = tiny_study(
+        tmp_path,
+        tiny_model,
+        shared_data,
+        data={"pref": [{"source": "synth"}]},
+        eval_={"tasks": ["reward_accuracy"], "limit": 3},
+        variants=[
+            {"name": "sft only"},
+            {"name": "dpo from base", "stages": ["data", "dpo", "eval"], "dpo.from": "base"},
+        ],
+        dpo=dict(TINY_TRAIN),
     )
     out = study.run_study(path, console=Console(quiet=True))
     root = tmp_path / "runs" / "tiny"
