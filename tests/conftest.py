@@ -89,3 +89,18 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+class ScriptedLogits:
+    """A logits processor forcing a fixed token sequence first: a model that 'writes' `<<expr=`
+    (tests of the calculator hook on both engines import it from here)."""
+
+    def __init__(self, ids: list[int], prompt_len: int):
+        self.ids, self.prompt_len = ids, prompt_len
+
+    def __call__(self, input_ids, scores):
+        step = input_ids.shape[1] - self.prompt_len
+        if step < len(self.ids):
+            scores[:, :] = float("-inf")
+            scores[:, self.ids[step]] = 0.0
+        return scores

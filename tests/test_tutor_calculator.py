@@ -6,6 +6,7 @@ from fractions import Fraction
 
 import pytest
 
+from conftest import ScriptedLogits
 from zephyr.errors import ZephyrError
 from zephyr.tutor.calculator import (
     AnnotationFilter,
@@ -128,26 +129,12 @@ def test_marker(tmp_path):
     assert training_marker([plain], base=model) is not None  # DPO from a calculator SFT model
 
 
-class Script:
-    """Forces a fixed token sequence first (a model that 'writes' `<<expr=`)."""
-
-    def __init__(self, ids: list[int], prompt_len: int):
-        self.ids, self.prompt_len = ids, prompt_len
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_len
-        if step < len(self.ids):
-            scores[:, :] = float("-inf")
-            scores[:, self.ids[step]] = 0.0
-        return scores
-
-
 def _run(model, tok, script_text: str, calculator: bool, max_new: int = 12) -> str:
     import torch
 
     prompt = tok("Compute:", return_tensors="pt")["input_ids"]
     n = prompt.shape[1]
-    procs = [Script(tok.encode(script_text, add_special_tokens=False), n)]
+    procs = [ScriptedLogits(tok.encode(script_text, add_special_tokens=False), n)]
     if calculator:
         procs.append(CalculatorProcessor(tok, n))
     out = model.generate(
@@ -181,7 +168,7 @@ def test_tutor_generate_uses_the_hook_and_hides_annotations(tiny, monkeypatch):
     real = model.generate
 
     def scripted(**kw):  # the model "chooses" to write `So <<2+3=`
-        kw["logits_processor"] = [Script(script, len(ids)), *kw.get("logits_processor", [])]
+        kw["logits_processor"] = [ScriptedLogits(script, len(ids)), *kw.get("logits_processor", [])]
         return real(**kw)
 
     monkeypatch.setattr(model, "generate", scripted)
@@ -243,7 +230,7 @@ def test_scorer_generate_with_calculator(tiny, monkeypatch):
     def scripted(**kw):
         width = kw["input_ids"].shape[1]
         ids = tok.encode("<<7*6=", add_special_tokens=False)
-        kw["logits_processor"] = [Script(ids, width), *(kw.get("logits_processor") or [])]
+        kw["logits_processor"] = [ScriptedLogits(ids, width), *(kw.get("logits_processor") or [])]
         return real(**kw)
 
     monkeypatch.setattr(model, "generate", scripted)

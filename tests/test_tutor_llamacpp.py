@@ -15,6 +15,7 @@ import httpx
 import llama_cpp  # noqa: F401  (fail, never skip, when the llama.cpp bindings are missing)
 import pytest
 
+from conftest import ScriptedLogits
 from zephyr.errors import ZephyrError
 from zephyr.tutor.audit import Audit
 from zephyr.tutor.engine_llamacpp import LlamaCppEngine
@@ -86,20 +87,6 @@ class ScriptedSampler:
 
     def llama_sampler_sample(self, sampler, ctx, i):
         return self.ids.pop(0) if self.ids else self.real.llama_sampler_sample(sampler, ctx, i)
-
-
-class ScriptedLogits:
-    """The same script for transformers' generate, as a logits processor."""
-
-    def __init__(self, ids: list[int], prompt_len: int):
-        self.ids, self.prompt_len = ids, prompt_len
-
-    def __call__(self, input_ids, scores):
-        step = input_ids.shape[1] - self.prompt_len
-        if step < len(self.ids):
-            scores[:, :] = float("-inf")
-            scores[:, self.ids[step]] = 0.0
-        return scores
 
 
 def test_calculator_runs_in_the_engine_as_on_hf(hf, engine, monkeypatch):
